@@ -1,0 +1,104 @@
+"""Shared timing and reporting for the benchmark scripts: every script prints a table, or JSON with --json.
+
+Timing follows ../shared/reference/feasibility-here.md: warm-up calls, then `repeats` rounds of `number`
+calls; each round gives a mean per call and we report the min and the median of those means, because this
+VM is noisy (10-30 % between runs). Ratios are always taken between rows measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+
+def time_call(fn: Callable[[], Any], number: int = 10, repeats: int = 3, warmup: int = 3) -> dict[str, float]:
+    """Time `fn()`; returns {"min_ms", "median_ms"} over `repeats` rounds of `number` calls each."""
+    for _ in range(warmup):
+        fn()
+    means = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        means.append((time.perf_counter() - start) / number * 1000.0)
+    return {"min_ms": min(means), "median_ms": statistics.median(means)}
+
+
+def percentiles_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50 / p95 of a list of durations in seconds, in milliseconds."""
+    ordered = sorted(samples_s)
+    if not ordered:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan")}
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000.0
+
+    return {"p50_ms": pick(0.50), "p95_ms": pick(0.95)}
+
+
+def machine_summary() -> dict[str, Any]:
+    """Where and when the numbers were taken, for RESULTS.md."""
+    info: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+    }
+    try:
+        import os
+
+        info["cpus"] = os.cpu_count()
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A fixed-width text table (markdown-compatible) of `rows` restricted to `columns`."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return "" if value is None else str(value)
+
+    body = [[cell(row.get(col)) for col in columns] for row in rows]
+    widths = [
+        max(len(col), *(len(r[i]) for r in body)) if body else len(col) for i, col in enumerate(columns)
+    ]
+    lines = ["| " + " | ".join(col.ljust(w) for col, w in zip(columns, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+
+
+def report(
+    title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool, **extra: Any
+) -> None:
+    """Print the benchmark's result: a titled table (plus `extra` as key: value lines) or one JSON object."""
+    if as_json:
+        json.dump(
+            {"title": title, "machine": machine_summary(), "rows": list(rows), **extra}, sys.stdout, indent=2
+        )
+        sys.stdout.write("\n")
+        return
+    print(f"## {title}")
+    print(f"machine: {machine_summary()}")
+    print(format_table(rows, columns))
+    for key, value in extra.items():
+        print(f"{key}: {value}")

@@ -1,0 +1,82 @@
+"""`pilot`: the one command line of Orbit Pilot. Each subcommand's code is imported only when it runs, so
+`pilot --help` stays instant and the live runtime never imports training code it does not use.
+
+    pilot demo                       the expert plays the Arena; overlay video + score table (README's main job)
+    pilot arena                      play the Arena yourself in a window
+    pilot demos --out DIR ...        write expert demonstration episodes
+    pilot <command> --help           the options of one command
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from bot.errors import PilotError
+
+# name -> (module:function taking argv and returning an exit code, one-line help). Not-yet-built commands
+# point at `bot.cli:not_yet` so that they say so and exit 2 instead of pretending to work.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("bot.demo:main", "the expert plays the Arena; writes an overlay video and prints scores"),
+    "arena": ("arena.window:main", "open the Arena in a window and play it with mouse and keyboard"),
+    "demos": ("bot.demos:main", "write expert demonstration episodes (video + steps + labels)"),
+    "run": ("bot.cli:not_yet", "play a game live with a policy bundle (not yet implemented)"),
+    "eval": ("bot.cli:not_yet", "measure a policy on the Arena against the expert (not yet implemented)"),
+    "record": ("bot.cli:not_yet", "record human play into episodes (not yet implemented)"),
+    "episodes": ("bot.cli:not_yet", "list / show / check recorded episodes (not yet implemented)"),
+    "train": ("bot.cli:not_yet", "train the detector or a policy model (not yet implemented)"),
+    "label": ("bot.cli:not_yet", "label episodes with a vision-language model (not yet implemented)"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: pilot <command> [options]   (pilot <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def not_yet(argv: list[str], command: str = "") -> int:
+    print(f"pilot {command}: not yet implemented", file=sys.stderr)
+    return 2
+
+
+def resolve(spec: str) -> Callable[..., int]:
+    module_name, func_name = spec.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def setup_logging() -> None:
+    level = os.environ.get("PILOT_LOG", "INFO").upper()
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"pilot: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    setup_logging()
+    spec = COMMANDS[command][0]
+    func = resolve(spec)
+    try:
+        return int(func(rest, command) if spec == "bot.cli:not_yet" else func(rest) or 0)
+    except PilotError as exc:
+        print(f"pilot {command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"pilot {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

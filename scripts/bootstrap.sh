@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates the project's own virtual environment (.venv) and installs Orbit Pilot into it.
+# Usage: scripts/bootstrap.sh [--dev]   (--dev adds pytest, ruff and the X tools the display tests need)
+# Idempotent: a second run only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+extras=""
+if [ "${1:-}" = "--dev" ]; then extras="[dev]"; fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[bootstrap] creating .venv with $($PY --version)"
+    "$PY" -m venv .venv
+fi
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "[bootstrap] installing orbit-pilot$extras (torch comes from this machine's wheel cache when present)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".$extras"
+    touch "$stamp"
+fi
+
+if [ -n "$extras" ]; then
+    # Display tests drive a real X server: Xvfb, xdotool (a "person" clicking), xdpyinfo (readiness).
+    need=()
+    command -v Xvfb >/dev/null || need+=(xvfb)
+    command -v xdotool >/dev/null || need+=(xdotool)
+    command -v xdpyinfo >/dev/null || need+=(x11-utils)
+    if [ ${#need[@]} -gt 0 ]; then
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "[bootstrap] apt-get install ${need[*]}"
+        $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+fi
+echo "[bootstrap] ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

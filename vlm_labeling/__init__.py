@@ -1,0 +1,1 @@
+"""vlm_labeling package."""
