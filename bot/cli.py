@@ -1,10 +1,10 @@
 """`pilot`: the one command line of Orbit Pilot. Each subcommand's code is imported only when it runs, so
 `pilot --help` stays instant and the live runtime never imports training code it does not use.
 
-    pilot demo                       the expert plays the Arena; overlay video + score table (README's main job)
-    pilot arena                      play the Arena yourself in a window
-    pilot demos --out DIR ...        write expert demonstration episodes
-    pilot <command> --help           the options of one command
+    pilot demo                   the expert plays the Arena: overlay video + score table (the main job)
+    pilot arena                  play the Arena yourself in a window
+    pilot demos --out DIR ...    write expert demonstration episodes
+    pilot <command> --help       the options of one command
 """
 
 from __future__ import annotations
