@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import shutil
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bot.errors import EpisodeError
+from bot.video import VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -228,61 +227,6 @@ def _read_table(base: Path) -> tuple[pa.Table, bool]:
     raise EpisodeError(base, "missing")
 
 
-# ------------------------------------------------------------------------------------------------ video
-
-
-class _VideoEncoder:
-    """Encodes RGB frames to a fragmented H.264 MP4 on a worker thread (the caller never waits on x264)."""
-
-    def __init__(
-        self, path: Path, width: int, height: int, fps: float, crf: int, queue_size: int = 64
-    ) -> None:
-        import av  # noqa: PLC0415 - PyAV is only needed by code that touches video
-
-        self.container = av.open(
-            str(path),
-            "w",
-            format="mp4",
-            # empty_moov + fragments: the file is valid while it grows; flush_packets: bytes reach the disk.
-            options={"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"},
-        )
-        self.stream = self.container.add_stream("libx264", rate=round(fps))
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        self.stream.codec_context.gop_size = max(1, round(fps))  # one keyframe (fragment) per second
-        self.stream.options = {"preset": "ultrafast", "crf": str(crf), "tune": "zerolatency"}
-        self.frames: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="episode-video", daemon=True)
-        self.thread.start()
-
-    def put(self, frame: np.ndarray) -> None:
-        if self.error is not None:
-            raise EpisodeError(self.container.name, f"video encoder failed: {self.error}")
-        self.frames.put(frame)
-
-    def _run(self) -> None:
-        import av  # noqa: PLC0415
-
-        try:
-            while (frame := self.frames.get()) is not None:
-                for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    self.container.mux(packet)
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        except BaseException as exc:  # noqa: BLE001 - reported to the writer's thread
-            self.error = exc
-            while self.frames.get() is not None:  # keep the producer from blocking forever
-                pass
-        finally:
-            self.container.close()
-
-    def close(self) -> None:
-        self.frames.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise EpisodeError(self.container.name, f"video encoder failed: {self.error}")
-
-
 # ----------------------------------------------------------------------------------------------- writer
 
 
@@ -317,7 +261,7 @@ class EpisodeWriter:
         self.steps = _PartedTable(self.dir / "steps.parquet", self.step_schema, flush_every)
         self.labels: dict[str, _PartedTable] = {}
         self.flush_every = flush_every
-        self.video = _VideoEncoder(self.dir / VIDEO_NAME, meta.width, meta.height, meta.fps, crf)
+        self.video = VideoWriter(self.dir / VIDEO_NAME, meta.width, meta.height, meta.fps, crf)
         self.closed = False
 
     @property
@@ -477,7 +421,7 @@ class Episode:
         raise EpisodeError(self.video_path, f"frame {index} is out of range (0..{self.num_frames - 1})")
 
     def _decode(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
-        import av  # noqa: PLC0415
+        import av
 
         try:
             with av.open(str(self.video_path)) as container:
@@ -494,7 +438,7 @@ class Episode:
             raise EpisodeError(self.video_path, f"undecodable video ({exc})") from None
 
     def _count_video_frames(self) -> int:
-        import av  # noqa: PLC0415
+        import av
 
         count = 0
         try:
