@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.report import format_table  # noqa: F401 - re-exported for the benchmark scripts
+
 
 def time_call(fn: Callable[[], Any], number: int = 10, repeats: int = 3, warmup: int = 3) -> dict[str, float]:
     """Time `fn()`; returns {"min_ms", "median_ms"} over `repeats` rounds of `number` calls each."""
@@ -63,24 +65,6 @@ def machine_summary() -> dict[str, Any]:
     except ImportError:
         pass
     return info
-
-
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A fixed-width text table (markdown-compatible) of `rows` restricted to `columns`."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-        return "" if value is None else str(value)
-
-    body = [[cell(row.get(col)) for col in columns] for row in rows]
-    widths = [
-        max(len(col), *(len(r[i]) for r in body)) if body else len(col) for i, col in enumerate(columns)
-    ]
-    lines = ["| " + " | ".join(col.ljust(w) for col, w in zip(columns, widths)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in body]
-    return "\n".join(lines)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
