@@ -44,12 +44,16 @@ def step_row(i: int) -> dict:
         click=i % 7 == 0,
         key=i % 4,
         hp=1.0 - i / 1000,
-        gt_objects=[dict(id=1, cls="player", x1=1, y1=2, x2=3, y2=4, hp=5, hp_max=6, aggro=False, selected=False)],
+        gt_objects=[
+            dict(id=1, cls="player", x1=1, y1=2, x2=3, y2=4, hp=5, hp_max=6, aggro=False, selected=False)
+        ],
     )
 
 
 def write_episode(path: Path, frames: int = 75) -> None:
-    with EpisodeWriter(path, make_meta(seed=3), optional_fields=["hp", "gt_objects"], flush_every=20) as writer:
+    with EpisodeWriter(
+        path, make_meta(seed=3), optional_fields=["hp", "gt_objects"], flush_every=20
+    ) as writer:
         for i in range(frames):
             writer.append(pattern_frame(i), step_row(i))
             writer.add_label("expert", i, "FIGHT" if i < 40 else "LOOT", target_id=7 if i % 2 else None)
@@ -76,7 +80,9 @@ def test_round_trip(tmp_path: Path) -> None:
     decoded = dict(episode.frames())
     assert sorted(decoded) == list(range(75))
     for i in (0, 31, 74):
-        errors = [np.abs(decoded[i].astype(int) - pattern_frame(j).astype(int)).mean() for j in range(i - 1, i + 2)]
+        errors = [
+            np.abs(decoded[i].astype(int) - pattern_frame(j).astype(int)).mean() for j in range(i - 1, i + 2)
+        ]
         assert int(np.argmin(errors)) == 1 and errors[1] < 6.0
     # Seeking into the middle yields the right indices.
     assert [i for i, _ in episode.frames(40, 46, every=2)] == [40, 42, 44]
@@ -87,7 +93,9 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_keyboard_interrupt_still_finalises(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt), EpisodeWriter(tmp_path / "ep", make_meta()) as writer:
         for i in range(10):
-            writer.append(pattern_frame(i), {k: v for k, v in step_row(i).items() if k not in ("hp", "gt_objects")})
+            writer.append(
+                pattern_frame(i), {k: v for k, v in step_row(i).items() if k not in ("hp", "gt_objects")}
+            )
         raise KeyboardInterrupt
     episode = open_episode(tmp_path / "ep")
     assert episode.meta.complete and episode.num_frames == 10
@@ -191,7 +199,9 @@ def test_writer_validates_its_input(tmp_path: Path) -> None:
 
 def test_write_labels_replaces_a_source(tmp_path: Path) -> None:
     write_episode(tmp_path / "ep", frames=10)
-    write_labels(tmp_path / "ep", "heuristic", [dict(frame=i, mode="EXPLORE", confidence=0.5) for i in range(10)])
+    write_labels(
+        tmp_path / "ep", "heuristic", [dict(frame=i, mode="EXPLORE", confidence=0.5) for i in range(10)]
+    )
     episode = open_episode(tmp_path / "ep")
     assert episode.label_sources() == ["expert", "heuristic"]
     assert episode.labels("heuristic")["confidence"].to_pylist() == [0.5] * 10
