@@ -1,1 +1,19 @@
 """arena package."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from arena.env import ArenaConfig, ArenaEnv
+
+__all__ = ["ArenaConfig", "ArenaEnv"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `from arena import spec` (the expert, the game profile) does not pull in gymnasium.
+    if name in __all__:
+        from arena import env
+
+        return getattr(env, name)
+    raise AttributeError(f"module 'arena' has no attribute {name!r}")

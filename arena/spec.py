@@ -5,6 +5,12 @@ these names and shapes; change them only together with `SPEC_VERSION` and `bot/g
 
 Coordinates: screen pixels of the game frame, origin top-left, x right, y down. World units are pixels at
 zoom 1 (the camera does not zoom), so a world position maps to the screen by subtracting the camera origin.
+(Addition: ArenaConfig.zoom, default 1, may scale the view, e.g. 640x360 at zoom 0.5 shows the same world
+area as 1280x720; then screen = frame centre + (world - player pos) * zoom. Nothing sets it by default.)
+The camera keeps the player's ship at the frame centre. A left click on an NPC's box selects it; on the
+minimap (HUD_MINIMAP, the whole map stretched over it axis by axis) it flies to that map point; anywhere
+else it flies to the clicked world point. Attack toggling needs a selection; selecting another NPC turns
+the attack off; nobody fires into or out of the safe zone around the portal, and NPCs never enter it.
 
 The action is what a person does with a mouse and a keyboard during one frame:
 
@@ -30,10 +36,13 @@ The action is what a person does with a mouse and a keyboard during one frame:
         vel:     [vx, vy]             world px / s
         selected: int | None          id of the selected NPC
         attacking: bool               attack is toggled on (and the target is in range)
+        attack_on: bool               (addition) the attack toggle itself, whatever the range
         cooldowns: {"repair": s, "boost": s}   seconds until ready (0 = ready)
+        active:  {"repair": s, "boost": s}   (addition) seconds of the running effect left (0 = off)
         in_safe_zone: bool
     score:   dict  credits: int, kills: {npc cls: int}, boxes: int, deaths: int
     events:  list of str this step, e.g. "kill:npc_scout", "box", "death", "hit_player", "hit_npc"
+             (additions) "select", "attack_on", "attack_off", "repair", "boost" when an input took effect
     hud:     dict  hp_frac, shield_frac (what the HUD bars show), credits (what the counter shows)
 """
 
@@ -63,3 +72,6 @@ HUD_HP_BAR = (0.015, 0.025, 0.215, 0.045)
 HUD_SHIELD_BAR = (0.015, 0.055, 0.215, 0.075)
 HUD_CREDITS = (0.015, 0.085, 0.215, 0.125)
 HUD_MINIMAP = (0.82, 0.70, 0.985, 0.975)
+# (Addition) ability icons at the bottom centre; a dark shade covers the part of the cooldown still left.
+HUD_REPAIR_ICON = (0.455, 0.885, 0.495, 0.96)
+HUD_BOOST_ICON = (0.505, 0.885, 0.545, 0.96)
