@@ -71,7 +71,7 @@ def write_overlay_video(cfg: DemoConfig) -> dict[str, Any]:
     from arena.expert import Expert, ExpertConfig
 
     env = ArenaEnv(ArenaConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, episode_seconds=cfg.seconds))
-    expert = Expert(ExpertConfig(seed=cfg.seed, width=cfg.width, height=cfg.height))
+    expert = Expert(ExpertConfig.matching(env.config, seed=cfg.seed))
     video = VideoWriter(cfg.out / "overlay.mp4", cfg.width, cfg.height, cfg.fps, crf=23)
     cursor_path: deque = deque(maxlen=12)
     frame, info = env.reset(seed=cfg.seed)
@@ -107,7 +107,7 @@ def compare_policies(cfg: DemoConfig) -> list[dict[str, Any]]:
         )
     )
     policies = {
-        "expert": Expert(ExpertConfig(width=cfg.width, height=cfg.height)),
+        "expert": Expert(ExpertConfig.matching(env.config)),
         "random": RandomPolicy(),
     }
     rows = []

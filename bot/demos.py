@@ -21,7 +21,7 @@ from typing import Any
 import tyro
 
 from bot.episode import EpisodeMeta, EpisodeWriter, open_episode
-from bot.errors import EpisodeError
+from bot.errors import EpisodeError, PilotError
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,14 @@ class DemosConfig:
     workers: int = 2  # worker processes (episodes run in parallel)
     width: int = 1280  # px
     height: int = 720  # px
+    zoom: float = 1.0  # view scale; 0.5 at 640x360 shows the same world area as 1280x720 at 1.0
     fps: int = 30  # frames per second
     skill_min: float = 0.6  # each episode's expert skill is drawn from [skill_min, skill_max] by its seed
     skill_max: float = 1.0
     crf: int = 20  # H.264 quality (lower = better, larger)
 
     def __post_init__(self) -> None:
-        for name in ("episodes", "workers", "width", "height", "fps"):
+        for name in ("episodes", "workers", "width", "height", "fps", "zoom"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name}: expected > 0, got {getattr(self, name)}")
         if self.seconds <= 0:
@@ -73,7 +74,7 @@ def episode_name(seed: int) -> str:
     return f"expert-{seed:06d}"
 
 
-def arena_step_row(action: dict, info: dict, width: int, height: int) -> dict[str, Any]:
+def arena_step_row(action: dict, info: dict) -> dict[str, Any]:
     """One steps.parquet row from the action taken on a frame and the ground truth of that frame."""
     player, score, hud = info["player"], info["score"], info["hud"]
     objects = []
@@ -118,8 +119,12 @@ def record_episode(cfg: DemosConfig, seed: int, progress: Any = None) -> dict[st
 
     directory = cfg.out / episode_name(seed)
     skill = episode_skill(cfg, seed)
-    env = ArenaEnv(ArenaConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, episode_seconds=cfg.seconds))
-    expert = Expert(ExpertConfig(skill=skill, seed=seed))
+    env = ArenaEnv(
+        ArenaConfig(
+            width=cfg.width, height=cfg.height, zoom=cfg.zoom, fps=cfg.fps, episode_seconds=cfg.seconds
+        )
+    )
+    expert = Expert(ExpertConfig.matching(env.config, skill=skill, seed=seed))
     meta = EpisodeMeta(
         game="arena",
         source="expert",
@@ -130,12 +135,16 @@ def record_episode(cfg: DemosConfig, seed: int, progress: Any = None) -> dict[st
         modes=list(spec.MODES),
         classes=list(spec.CLASSES),
         seed=seed,
-        extra={"expert": asdict(expert.config), "arena_spec_version": spec.SPEC_VERSION},
+        extra={
+            "expert": asdict(expert.cfg),
+            "arena": asdict(env.config),
+            "arena_spec_version": spec.SPEC_VERSION,
+        },
     )
     with EpisodeWriter(directory, meta, optional_fields=STEP_COLUMNS, crf=cfg.crf) as writer:
 
         def on_step(index: int, frame: Any, action: dict, labels: dict, info: dict) -> None:
-            writer.append(frame, arena_step_row(action, info, cfg.width, cfg.height))
+            writer.append(frame, arena_step_row(action, info))
             writer.add_label("expert", index, labels["mode"], labels["target_id"])
             if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
                 progress.put(PROGRESS_EVERY)
@@ -176,30 +185,35 @@ def pending_seeds(cfg: DemosConfig) -> list[int]:
 
 
 def run(cfg: DemosConfig) -> list[dict[str, Any]]:
+    """Write every pending episode; a worker's failure stops the run with that episode's error."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     from tqdm import tqdm
 
     seeds = pending_seeds(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    frames_each = round(cfg.seconds * cfg.fps)
     ctx = mp.get_context("spawn")  # no inherited threads or SDL state in the workers
     progress = ctx.Queue()
     results: list[dict[str, Any]] = []
+    workers = min(cfg.workers, max(1, len(seeds)))
     with (
-        tqdm(total=frames_each * len(seeds), unit="frame", desc="demos") as bar,
-        ctx.Pool(min(cfg.workers, max(1, len(seeds))), _init_worker, (progress,)) as pool,
+        tqdm(total=round(cfg.seconds * cfg.fps) * len(seeds), unit="frame", desc="demos") as bar,
+        ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)) as pool,
     ):
-        pending = pool.imap_unordered(_worker, [(cfg, seed) for seed in seeds])
-        done = 0
-        while done < len(seeds):
-            try:
-                results.append(pending.next(timeout=0.2))
-                done += 1
-            except mp.TimeoutError:
-                pass
+        pending = {pool.submit(_worker, (cfg, seed)): seed for seed in seeds}
+        while pending:
+            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                seed = pending.pop(future)
+                try:
+                    results.append(future.result())
+                except Exception as exc:
+                    for other in pending:
+                        other.cancel()
+                    raise PilotError(f"{cfg.out / episode_name(seed)}: episode failed: {exc!r}") from exc
             while not progress.empty():
                 bar.update(progress.get())
-        bar.n = bar.total
-        bar.refresh()
+        bar.update(bar.total - bar.n)
     return sorted(results, key=lambda r: r["seed"])
 
 
