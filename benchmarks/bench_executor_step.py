@@ -1,0 +1,94 @@
+"""Executor step() latency at batch 1 after histories of 10, 600 and 10 000 frames (it must stay flat), and
+the cost of the alternative: re-running forward() over the whole 600-frame history every frame.
+
+    .venv/bin/python benchmarks/bench_executor_step.py       # default ExecutorConfig (d_model 256, 4 layers)
+    .venv/bin/python benchmarks/bench_executor_step.py --json
+
+Each history is prefilled with forward(..., return_state=True), which tests/models/test_executor.py proves
+equal to stepping through it; step() then starts from that state on every timed call (it never modifies it).
+
+On a CPU shared with other busy processes, run with OMP_WAIT_POLICY=PASSIVE (and/or --threads 1): with
+OpenMP's default spin-waiting, every parallel op waits on a thread the other process has descheduled, which
+made the same rows 10-20x slower and noisy on the 2-core project VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import torch
+
+from benchmarks.common import add_common_args, report, time_call
+from models.executor import Executor, ExecutorConfig
+
+COLUMNS = ("what", "device", "history", "min_ms", "median_ms", "note")
+HISTORIES = (10, 600, 10_000)
+
+
+def frames(config: ExecutorConfig, length: int, device: str) -> list[torch.Tensor]:
+    widths = (config.d_frame, config.goal_dim, config.d_target, config.approach_dim)
+    return [torch.randn(1, length, width, device=device) for width in widths]
+
+
+def timed(fn: Any, device: str, number: int, repeats: int) -> dict[str, float]:
+    def run() -> None:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return time_call(run, number=number, repeats=repeats)
+
+
+@torch.inference_mode()  # what the live loop should use: no autograd bookkeeping at all
+def measure(model: Executor, device: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    config, rows = model.config, []
+    current = [x[:, 0] for x in frames(config, 1, device)]
+    for history in HISTORIES:
+        _, state = model(*frames(config, history, device), return_state=True)
+        result = timed(lambda s=state: model.step(*current, s), device, args.number, args.repeats)
+        rows.append({"what": "step()", "device": device, "history": history, **result})
+    recompute = frames(config, 601, device)
+    result = timed(lambda: model(*recompute), device, max(1, args.number // 20), args.repeats)
+    rows.append(
+        {"what": "forward() over the history + new frame", "device": device, "history": 600, **result}
+    )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d-model", type=int, default=ExecutorConfig.d_model)
+    parser.add_argument("--layers", type=int, default=ExecutorConfig.n_layers)
+    parser.add_argument("--number", type=int, default=40, help="step() calls per timing round")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]  # the VM is shared: a busy machine makes every row slower and noisier
+    torch.manual_seed(0)
+    model = Executor(ExecutorConfig(d_model=args.d_model, n_layers=args.layers, mamba_path="auto")).eval()
+    rows = measure(model, "cpu", args)
+    if torch.cuda.is_available():
+        rows += measure(model.cuda(), "cuda", args)
+    else:
+        rows.append({"what": "all GPU rows", "device": "cuda", "note": "n/a (no CUDA)"})
+    extra: dict[str, Any] = {"model": f"Executor d_model {args.d_model}, {args.layers} Mamba layers, batch 1"}
+    extra["load average at start"] = round(load, 2)
+    extra["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "unset")
+    for device in ("cpu", "cuda"):
+        by_key = {(r["what"], r["history"]): r for r in rows if r["device"] == device and "median_ms" in r}
+        if not by_key:
+            continue
+        steps = [by_key[("step()", h)]["median_ms"] for h in HISTORIES]
+        recompute = by_key[("forward() over the history + new frame", 600)]["median_ms"]
+        extra[f"{device} recompute-600 / step-after-600 (median)"] = round(recompute / steps[1], 1)
+        extra[f"{device} step after 10000 / after 10 (median)"] = round(steps[2] / steps[0], 2)
+    report("Executor step latency (batch 1)", rows, COLUMNS, args.json, **extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Mamba block forward+backward: our reference path vs mambapy (pure PyTorch, parallel scan) on the CPU,
+and on a GPU also vs the mamba-ssm kernels. All rows use one block of the same size, with the same weights.
+
+    .venv/bin/python benchmarks/bench_mamba.py                  # B16 L256 d_model 128, a table
+    .venv/bin/python benchmarks/bench_mamba.py --json
+    .venv/bin/python benchmarks/bench_mamba.py --batch 8 --length 1024
+
+The ratio mambapy / ours is taken between rows of the same run (common.py explains the timing).
+
+On a CPU shared with other busy processes, run with OMP_WAIT_POLICY=PASSIVE (and/or --threads 1): with
+OpenMP's default spin-waiting, every parallel op waits on a thread the other process has descheduled, which
+made the same rows 10-20x slower and noisy on the 2-core project VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmarks.common import add_common_args, report, time_call
+from models.kernels import kernels_available
+from models.mamba import MambaBlock, MambaConfig
+
+COLUMNS = ("what", "device", "pass", "min_ms", "median_ms", "note")
+
+
+def fwd_bwd(block: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        inp = x.detach().requires_grad_()
+        block(inp).square().mean().backward()
+        _sync(x.device)
+
+    return run
+
+
+def fwd(block: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            block(x)
+        _sync(x.device)
+
+    return run
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_blocks(args: argparse.Namespace, device: str) -> dict[str, torch.nn.Module | None]:
+    torch.manual_seed(0)
+    config = dict(d_model=args.d_model, d_state=args.d_state, expand=2, d_conv=4)
+    ours = MambaBlock(MambaConfig(**config, path="reference")).to(device)
+    blocks: dict[str, torch.nn.Module | None] = {"ours (reference path)": ours}
+    from mambapy.mamba import MambaBlock as MambapyBlock
+    from mambapy.mamba import MambaConfig as MambapyConfig
+
+    mambapy = MambapyBlock(MambapyConfig(d_model=args.d_model, n_layers=1, d_state=args.d_state)).to(device)
+    mambapy.load_state_dict(ours.state_dict())
+    blocks["mambapy 1.2.0 (pscan)"] = mambapy
+    if device == "cuda":
+        kernels = None
+        if kernels_available():
+            kernels = MambaBlock(MambaConfig(**config, path="kernels")).to(device)
+            kernels.load_state_dict(ours.state_dict())
+        blocks["ours (mamba-ssm kernels)"] = kernels
+    return blocks
+
+
+def measure(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
+    x = torch.randn(args.batch, args.length, args.d_model, device=device)
+    rows = []
+    for name, block in make_blocks(args, device).items():
+        for label, make in (("fwd+bwd", fwd_bwd), ("fwd", fwd)):
+            row: dict[str, Any] = {"what": name, "device": device, "pass": label}
+            if block is None:
+                row["note"] = "n/a (mamba-ssm not installed)"
+            else:
+                row.update(time_call(make(block, x), number=args.number, repeats=args.repeats, warmup=2))
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--d-state", type=int, default=16)
+    parser.add_argument("--number", type=int, default=2, help="calls per timing round")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]  # the VM is shared: a busy machine makes every row slower and noisier
+    rows = measure(args, "cpu")
+    if torch.cuda.is_available():
+        rows += measure(args, "cuda")
+    else:
+        rows += [{"what": "all GPU rows", "device": "cuda", "note": "n/a (no CUDA)"}]
+    timed = {(r["what"], r["device"], r["pass"]): r for r in rows if "median_ms" in r}
+    extra: dict[str, Any] = {
+        "size": f"B{args.batch} L{args.length} d_model {args.d_model} d_state {args.d_state}"
+    }
+    extra["load average at start"] = round(load, 2)
+    extra["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "unset")
+    for device in ("cpu", "cuda"):
+        for other in ("mambapy 1.2.0 (pscan)", "ours (mamba-ssm kernels)"):
+            ours, theirs = (
+                timed.get(("ours (reference path)", device, "fwd+bwd")),
+                timed.get((other, device, "fwd+bwd")),
+            )
+            if ours and theirs:
+                extra[f"{device} fwd+bwd speed-up of ours vs {other} (median)"] = round(
+                    theirs["median_ms"] / ours["median_ms"], 2
+                )
+    report("Mamba block forward+backward", rows, COLUMNS, args.json, **extra)
+
+
+if __name__ == "__main__":
+    main()

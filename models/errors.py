@@ -1,0 +1,19 @@
+"""Domain errors of the models package. Each message names the field, file or tensor at fault."""
+
+from __future__ import annotations
+
+
+class ModelsError(Exception):
+    """Base class of every error raised on purpose by `models`."""
+
+
+class ConfigError(ModelsError, ValueError):
+    """A model config field has the wrong type or value ("expected X, got Y", naming the field)."""
+
+
+class CheckpointError(ModelsError):
+    """A saved model folder is missing, of an unknown format, or does not match its config."""
+
+
+class KernelUnavailableError(ModelsError, RuntimeError):
+    """The mamba-ssm CUDA kernels were asked for explicitly but cannot be used here."""

@@ -1,0 +1,216 @@
+"""Executor: step equals forward through the whole stack and heads, live API, mouse head, loss, config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.errors import ConfigError
+from models.executor import Executor, ExecutorConfig, MouseHead
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+FIELDS = ("mouse_logits", "mouse_offsets", "click_logit", "key_logits")
+
+
+def tiny(**overrides) -> Executor:
+    torch.manual_seed(0)
+    config = dict(
+        d_frame=5,
+        goal_dim=4,
+        d_target=3,
+        d_model=16,
+        n_layers=2,
+        d_state=4,
+        n_keys=4,
+        mouse_bins_x=4,
+        mouse_bins_y=3,
+    )
+    return Executor(ExecutorConfig(**{**config, **overrides})).eval()
+
+
+def sequence(batch=2, length=13, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(batch, length, 5), (batch, length, 4), (batch, length, 3), (batch, length, 2)]
+    return [torch.randn(*shape, generator=g).to(device) for shape in shapes]
+
+
+def test_output_shapes():
+    out = tiny()(*sequence())
+    assert out.mouse_logits.shape == (2, 13, 12) and out.mouse_offsets.shape == (2, 13, 12, 2)
+    assert out.click_logit.shape == (2, 13) and out.key_logits.shape == (2, 13, 4)
+
+
+@pytest.mark.parametrize("scan_chunk", [0, 4])
+def test_stepping_frames_equals_forward_over_the_sequence(scan_chunk):
+    model = tiny(scan_chunk=scan_chunk)
+    inputs = sequence()
+    with torch.no_grad():
+        full, final = model(*inputs, return_state=True)
+        state = model.reset(2)
+        steps = []
+        for t in range(inputs[0].shape[1]):
+            out, state = model.step(*(x[:, t] for x in inputs), state)
+            steps.append(out)
+    for field in FIELDS:
+        stepped = torch.stack([getattr(out, field) for out in steps], dim=1)
+        torch.testing.assert_close(stepped, getattr(full, field), rtol=1e-5, atol=1e-5, msg=field)
+    assert state.frames == final.frames == 13
+    for a, b in zip(state.layers, final.layers):
+        torch.testing.assert_close(a.ssm, b.ssm, rtol=1e-5, atol=1e-6)
+
+
+def test_prefill_then_step_equals_forward():
+    model = tiny()
+    inputs = sequence(length=20)
+    with torch.no_grad():
+        full = model(*inputs)
+        _, prefill = model(*(x[:, :15] for x in inputs), return_state=True)
+        state = prefill
+        for t in range(15, 20):
+            out, state = model.step(*(x[:, t] for x in inputs), state)
+            torch.testing.assert_close(out.mouse_logits, full.mouse_logits[:, t], rtol=1e-5, atol=1e-5)
+        tail = model(*(x[:, 15:] for x in inputs), state=prefill)  # step() left the prefilled state as it was
+    torch.testing.assert_close(tail.key_logits, full.key_logits[:, 15:], rtol=1e-5, atol=1e-5)
+
+
+def test_live_api_holds_its_state():
+    model = tiny()
+    inputs = sequence(batch=1, length=4)
+    with torch.no_grad():
+        model.reset()
+        for t in range(4):
+            out, _ = model.step(*(x[:, t] for x in inputs))
+        expected = model(*inputs).click_logit[:, -1]
+    torch.testing.assert_close(out.click_logit, expected, rtol=1e-5, atol=1e-5)
+    assert model.live_state.frames == 4
+    model.reset()
+    assert model.live_state.frames == 0 and all(torch.all(s.ssm == 0) for s in model.live_state.layers)
+
+
+def test_step_before_reset_is_an_error():
+    with pytest.raises(RuntimeError, match="reset"):
+        tiny().step(*(x[:, 0] for x in sequence()))
+
+
+def test_future_frames_do_not_change_past_outputs():
+    model = tiny()
+    inputs = sequence()
+    changed = [x.clone() for x in inputs]
+    changed[0][:, 7:] += 1.0
+    with torch.no_grad():
+        a, b = model(*inputs), model(*changed)
+    torch.testing.assert_close(b.mouse_logits[:, :7], a.mouse_logits[:, :7], rtol=0, atol=0)
+
+
+def test_wrong_input_width_is_an_error():
+    frame, goal, target, approach = sequence()
+    with pytest.raises(ValueError, match="goal"):
+        tiny()(frame, goal[..., :3], target, approach)
+
+
+def test_loss_components_and_gradients():
+    model = tiny().train()
+    inputs = sequence()
+    out = model(*inputs)
+    g = torch.Generator().manual_seed(1)
+    mouse, click, key = (
+        torch.rand(2, 13, 2, generator=g),
+        torch.rand(2, 13, generator=g) > 0.5,
+        torch.randint(0, 4, (2, 13)),
+    )
+    valid = torch.arange(13) < torch.tensor([[13], [9]])
+    losses = model.loss(out, mouse, click, key, valid)
+    assert set(losses) == {"loss", "mouse", "mouse_offset", "click", "key"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+
+
+def test_decode_greedy_and_sampled():
+    model = tiny()
+    with torch.no_grad():
+        out = model(*sequence())
+    greedy = model.decode(out)
+    sampled = model.decode(out, sample=True, generator=torch.Generator().manual_seed(0))
+    for action in (greedy, sampled):
+        assert (
+            action.mouse.shape == (2, 13, 2)
+            and action.click.dtype == torch.bool
+            and action.key.dtype == torch.long
+        )
+        assert (action.mouse >= 0).all() and (action.mouse <= 1).all()
+
+
+# ------------------------------------------------------------------------------------------- mouse head
+
+
+def test_fitted_edges_are_increasing_span_the_region_and_follow_the_data():
+    head = MouseHead(8, 10, 10)
+    g = torch.Generator().manual_seed(0)
+    positions = (0.5 + 0.05 * torch.randn(5000, 2, generator=g)).clamp(0, 1)  # cursor near the ship
+    head.fit(positions)
+    for edges in (head.x_edges, head.y_edges):
+        assert edges[0] == 0 and edges[-1] == 1 and (edges.diff() > 0).all()
+        widths = edges.diff()
+        assert widths[4:6].max() < 0.05 < widths[0]  # fine cells where the data is, coarse elsewhere
+
+
+def test_cell_and_position_round_trip():
+    head = MouseHead(8, 6, 5)
+    head.fit(torch.rand(1000, 2, generator=torch.Generator().manual_seed(0)))
+    xy = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.31, 0.77], [0.5, 0.5]])
+    cell, fraction = head.cell_of(xy)
+    offsets = torch.zeros(4, 30, 2)
+    offsets[torch.arange(4), cell] = torch.logit(fraction.clamp(1e-6, 1 - 1e-6))
+    torch.testing.assert_close(head.position(cell, offsets), xy, rtol=0, atol=1e-5)
+
+
+def test_mouse_head_keeps_two_modes_apart():
+    """Half the frames click (0.2, 0.8), half (0.8, 0.2), from the same input: decode lands on a mode."""
+    torch.manual_seed(0)
+    head = MouseHead(4, 8, 8)
+    modes = torch.tensor([[0.2, 0.8], [0.8, 0.2]])
+    targets = modes[torch.arange(64) % 2]
+    head.fit(targets + 0.01 * torch.randn(64, 2))
+    h = torch.ones(64, 4)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.1)
+    for _ in range(60):
+        optimizer.zero_grad()
+        ce, offset = head.loss(*head(h), targets)
+        (ce + offset).backward()
+        optimizer.step()
+    with torch.no_grad():
+        logits, offsets = head(h[:1])
+        position = head.position(logits.argmax(-1), offsets)[0]
+    assert torch.cdist(position[None], modes).min() < 0.03  # a regression would answer (0.5, 0.5)
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("d_model", 0), ("mamba_path", "fast"), ("n_keys", 0), ("mouse_bins_x", 0)]
+)
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"ExecutorConfig.{field}: expected"):
+        ExecutorConfig(**{field: value})
+
+
+# ------------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@cuda_only
+@pytest.mark.parametrize("path", ["reference", "auto"])
+def test_step_equals_forward_on_cuda(path):
+    if path == "auto":
+        pytest.importorskip("mamba_ssm")
+    model = tiny(d_model=64, mamba_path=path).cuda()
+    inputs = sequence(length=32, device="cuda")
+    with torch.no_grad():
+        full = model(*inputs)
+        state = model.reset(2)
+        for t in range(32):
+            out, state = model.step(*(x[:, t] for x in inputs), state)
+    torch.testing.assert_close(out.mouse_logits, full.mouse_logits[:, -1], rtol=1e-3, atol=2e-3)
