@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("bot.cli:not_yet", "measure a policy on the Arena against the expert (not yet implemented)"),
     "record": ("bot.cli:not_yet", "record human play into episodes (not yet implemented)"),
     "episodes": ("bot.cli:not_yet", "list / show / check recorded episodes (not yet implemented)"),
-    "train": ("bot.cli:not_yet", "train the detector or a policy model (not yet implemented)"),
+    "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),
+    "perceive": ("bot.perceive:main", "run detector + tracker + HUD + state encoder over recorded episodes"),
     "label": ("bot.cli:not_yet", "label episodes with a vision-language model (not yet implemented)"),
 }
 

@@ -16,3 +16,24 @@ class EpisodeError(PilotError):
         super().__init__(f"{path}: {problem}")
         self.path = Path(path)
         self.problem = problem
+
+
+class ProfileError(PilotError):
+    """A game profile (bot/games/*.yaml) is missing, malformed, or has a field with a bad value."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class CaptureError(PilotError):
+    """The screen cannot be captured: no display, no window with the wanted title, a region off the screen."""
+
+
+class DetectorError(PilotError):
+    """Detector weights or their config.json are missing, unreadable, or do not match the game profile."""
+
+
+class PerceptionError(PilotError):
+    """Stored perception output is missing, corrupt, or of another observation spec than this build's."""

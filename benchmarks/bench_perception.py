@@ -1,0 +1,238 @@
+r"""Perception speed per stage on this machine, and (with --episodes) its accuracy against Arena ground truth.
+
+Speed (min / median ms per frame, feasibility-here.md's timing rule): mss capture under Xvfb at 1280x720 and
+640x360 (a private Xvfb is started when $DISPLAY is unset), the in-process Arena frame for comparison, the
+detector at its input size with ONNX Runtime and PyTorch, ByteTrack, the HUD reader, the state encoder, and
+the total of one live frame (capture 1280x720 + ONNX detector + tracker + HUD + encoder).
+
+Accuracy (--episodes, Arena episodes of seeds the detector never saw): detector mAP50 / mAP50-95 through the
+deployed Detector; id switches per minute of detector + ByteTrack against the Arena's object ids (all, and
+those of objects in full view); HUD mean absolute error of hp and shield.
+
+    .venv/bin/python -m benchmarks.bench_perception --detector data/detectors/arena
+    .venv/bin/python -m benchmarks.bench_perception --detector data/detectors/arena \
+        --episodes data/recordings/arena-heldout --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import add_common_args, report, time_call
+from bot.detector import Detector
+from bot.hud import HudReader
+from bot.profile import load_profile
+from bot.state import StateEncoder
+from bot.tracker import Tracker
+
+
+@contextmanager
+def x_display() -> Iterator[str | None]:
+    """$DISPLAY, or a private 1280x720 Xvfb for the duration (None when neither exists)."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    if shutil.which("Xvfb") is None:
+        yield None
+        return
+    free = (n for n in range(300, 400) if not Path(f"/tmp/.X{n}-lock").exists())  # conftest uses 90-199
+    number = next(n for n in free if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    proc = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", "1280x720x24", "-nolisten", "tcp", "-noreset"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_x(f":{number}")
+        os.environ["DISPLAY"] = f":{number}"
+        yield os.environ["DISPLAY"]
+    finally:
+        os.environ.pop("DISPLAY", None)
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def _wait_for_x(display: str, seconds: float = 10.0) -> None:
+    """Until the X server at `display` accepts a connection."""
+    from Xlib import display as xdisplay
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            xdisplay.Display(display).close()
+            return
+        except Exception:  # Xlib raises several types while the server is starting
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def arena_frames(width: int, height: int, count: int, seed: int = 0) -> list[tuple[np.ndarray, dict]]:
+    """`count` consecutive (frame, info) of the expert playing the Arena."""
+    from arena.env import ArenaConfig, ArenaEnv
+    from arena.expert import Expert, ExpertConfig
+
+    env = ArenaEnv(ArenaConfig(width=width, height=height))
+    expert = Expert(ExpertConfig(seed=seed, width=width, height=height))
+    frame, info = env.reset(seed=seed)
+    expert.reset(seed)
+    out = []
+    for _ in range(count + 60):  # the first 2 s are spent leaving the portal: few objects in view
+        frame, _, _, _, info = env.step(expert.act(info)[0])
+        out.append((frame, info))
+    env.close()
+    return out[-count:]
+
+
+def capture_rows(number: int) -> list[dict[str, Any]]:
+    from bot.capture import MssConfig, MssSource
+
+    rows = []
+    with x_display() as display:
+        if display is None:
+            return [{"stage": "capture (mss)", "note": "no X display and no Xvfb"}]
+        for w, h in ((1280, 720), (640, 360)):
+            with MssSource(MssConfig(region=(0, 0, w, h), fps=1000)) as source:
+                rows.append({"stage": "capture (mss)", "size": f"{w}x{h}", **time_call(source.grab, number)})
+    return rows
+
+
+def speed_rows(detector_dir: Path, number: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from bot.capture import ArenaSource
+
+    profile = load_profile("arena")
+    rows = capture_rows(number)
+    source = ArenaSource(seed=0)
+    source.read()
+    rows.append({"stage": "capture (Arena in-process)", "size": "1280x720", **time_call(source.read, number)})
+    frames = arena_frames(1280, 720, 90)
+    frame = frames[-1][0]
+    detectors = {}
+    for runtime in ("onnx", "torch"):
+        det = Detector.load(detector_dir, profile.class_names, runtime=runtime, conf=profile.detector.conf)
+        detectors[runtime] = det
+        shape = "x".join(map(str, det.shape_for(1280, 720)))
+        rows.append(
+            {
+                "stage": f"detector ({runtime})",
+                "size": shape,
+                **time_call(lambda d=det: d.detect(frame), number),
+            }
+        )
+    onnx = detectors["onnx"]
+    batch = [f for f, _ in frames[:8]]
+    per_frame = time_call(lambda: onnx.detect_batch(batch), max(1, number // 4))
+    rows.append({"stage": "detector (onnx, batch 8, per frame)", "size": rows[-2]["size"],
+                 **{k: v / 8 for k, v in per_frame.items()}})  # fmt: skip
+    detections = [onnx.detect(f) for f, _ in frames]
+    tracker = Tracker.from_profile(profile)
+
+    def track_all() -> None:
+        tracker.reset()
+        for i, d in enumerate(detections):
+            tracker.update(d, i / 30)
+
+    per_seq = time_call(track_all, 1)
+    rows.append({"stage": "tracker (ByteTrack)", "size": f"{np.mean([len(d) for d in detections]):.1f} dets",
+                 **{k: v / len(detections) for k, v in per_seq.items()}})  # fmt: skip
+    hud = HudReader(profile.hud)
+    rows.append({"stage": "HUD reader", "size": "1280x720", **time_call(lambda: hud.read(frame), number)})
+    encoder = StateEncoder(profile, (1280, 720))
+    tracks, reading = tracker.update(detections[-1], 10.0), hud.read(frame)
+    encode = lambda: encoder.encode(tracks, reading, (0.5, 0.5), False, 10.0)  # noqa: E731
+    rows.append({"stage": "state encoder", "size": "", **time_call(encode, number)})
+    stages = ["detector (onnx)", "tracker (ByteTrack)", "HUD reader", "state encoder"]
+    live = [
+        r
+        for r in rows
+        if r["stage"] in stages or (r["stage"] == "capture (mss)" and r.get("size") == "1280x720")
+    ]
+    total = {k: sum(r[k] for r in live) for k in ("min_ms", "median_ms")}
+    rows.append({"stage": "total (mss 1280x720 + onnx + track + hud + encode)", "size": "", **total})
+    return rows, {"detector": onnx.id, "imgsz": onnx.imgsz}
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+
+
+def accuracy(detector_dir: Path, episodes_root: Path, every: int) -> dict[str, Any]:
+    from bot.episode import find_episodes, open_episode
+    from bot.tracker import id_switches
+    from training.detector import evaluate_detector, hidden_px, in_view
+
+    profile = load_profile("arena")
+    episodes = find_episodes(episodes_root)
+    scored = Detector.load(detector_dir, profile.class_names, conf=0.001, max_det=300)
+    result: dict[str, Any] = {"map": evaluate_detector(scored, episodes, profile.class_names, every)}
+    detector = Detector.load(detector_dir, profile.class_names, conf=profile.detector.conf)
+    hud = HudReader(profile.hud)
+    switches = {"switches": 0, "switches_in_view": 0, "matched": 0, "gt": 0}
+    hud_err, minutes = [], 0.0
+    for path in episodes:
+        episode = open_episode(path)
+        tracker = Tracker.from_profile(profile, episode.meta.fps)
+        steps = episode.steps().select(["t", "gt_objects", "hp", "shield"]).to_pylist()
+        w, h = episode.meta.width, episode.meta.height
+        shape = detector.shape_for(w, h)
+        min_px = 2.0 / min(shape[0] / h, shape[1] / w)  # objects in view, as training defines them
+        hidden = hidden_px(detector.mask, w, h)
+        frames = []
+        for index, frame in episode.frames():
+            step = steps[index]
+            objects = [o for o in step["gt_objects"] if in_view(o, min_px, hidden)]
+            gt = np.array([[o["x1"], o["y1"], o["x2"], o["y2"]] for o in objects], np.float32).reshape(-1, 4)
+            tracks = tracker.update(detector.detect(frame), step["t"])
+            frames.append(
+                (
+                    np.array([o["id"] for o in objects]),
+                    gt,
+                    tracks.id[tracks.visible],
+                    tracks.xyxy[tracks.visible],
+                )
+            )
+            reading = hud.read(frame)
+            hud_err.append((abs(reading.bar("hp") - step["hp"]), abs(reading.bar("shield") - step["shield"])))
+        for key, value in id_switches(frames, (episode.meta.width, episode.meta.height)).items():
+            if key in switches:
+                switches[key] += value
+        minutes += episode.num_frames / episode.meta.fps / 60.0
+    mae = np.asarray(hud_err).mean(axis=0)
+    result["tracking"] = {
+        "minutes": round(minutes, 2),
+        "id_switches_per_min": switches["switches"] / minutes,
+        "id_switches_in_view_per_min": switches["switches_in_view"] / minutes,
+        "recall": switches["matched"] / max(switches["gt"], 1),
+    }
+    result["hud_mae"] = {"hp": float(mae[0]), "shield": float(mae[1]), "frames": len(hud_err)}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--detector", type=Path, default=Path("data/detectors/arena"), help="detector folder")
+    parser.add_argument("--episodes", type=Path, help="held-out Arena episodes for the accuracy figures")
+    parser.add_argument("--every", type=int, default=10, help="frame step for mAP over --episodes")
+    parser.add_argument("--number", type=int, default=20, help="calls per timing round")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    rows, extra = speed_rows(args.detector, args.number)
+    if args.episodes is not None:
+        extra["accuracy"] = accuracy(args.detector, args.episodes, args.every)
+    report("Perception latency per frame", rows, ["stage", "size", "min_ms", "median_ms"], args.json, **extra)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
