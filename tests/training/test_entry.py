@@ -1,0 +1,136 @@
+"""Entry points: each main(argv) trains a tiny config in a temp dir, resumes, documents itself, fails well."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from models.io import load_model
+from training.checkpoint import find_checkpoint
+from training.entry import executor_main, main, strategist_main, tactician_main
+
+TINY = {
+    "strategist": ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-layers", "1",
+                   "--model.d-ff", "64", "--model.goal-dim", "8", "--history", "4", "--stride", "2",
+                   "--train.batch-size", "2"],
+    "tactician": ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-layers", "1",
+                  "--model.d-ff", "64", "--model.goal-dim", "8", "--train.batch-size", "8"],
+    "executor": ["--model.d-model", "16", "--model.n-layers", "1", "--model.goal-dim", "8",
+                 "--model.mouse-bins-x", "4", "--model.mouse-bins-y", "4", "--chunk", "32",
+                 "--train.batch-size", "2"],
+}  # fmt: skip
+MAINS = {"strategist": strategist_main, "tactician": tactician_main, "executor": executor_main}
+
+
+def _argv(name: str, perceived: Path, out: Path, steps: int) -> list[str]:
+    return [
+        *TINY[name], "--data.data", str(perceived), "--data.val-fraction", "0.3", "--train.out-dir", str(out),
+        "--train.max-steps", str(steps), "--train.warmup-steps", "1", "--train.no-progress",
+        "--train.no-tensorboard",
+    ]  # fmt: skip
+
+
+def _state(folder: Path) -> dict:
+    return json.loads((folder / "trainer_state.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["strategist", "tactician", "executor"])
+def test_entry_point_trains_checkpoints_and_resumes(name: str, perceived: Path, tmp_path: Path) -> None:
+    out = tmp_path / name
+    assert MAINS[name](_argv(name, perceived, out, 2)) == 0
+    last = find_checkpoint(out, "last")
+    assert last is not None and _state(last)["step"] == 2
+    assert type(load_model(last)).__name__ == name.capitalize()  # a models.io folder
+    assert main([name, *_argv(name, perceived, out, 4), "--train.resume", "auto"]) == 0  # via `pilot train`
+    assert _state(out / "last")["step"] == 4
+
+
+@pytest.mark.parametrize("name", ["strategist", "tactician", "executor", "policy"])
+def test_help_lists_examples(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Examples" in text and "--config" in text
+
+
+def test_pilot_train_dispatch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0 and "strategist" in capsys.readouterr().out
+    assert main(["nonsense"]) == 2 and "unknown model" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+def test_config_file_sets_defaults_and_flags_win(perceived: Path, tmp_path: Path) -> None:
+    from training.entry import StrategistRun, parse
+
+    config = tmp_path / "s.yaml"
+    config.write_text("train:\n  lr: 0.002\n  epochs: 3\nhistory: 8\nmodel:\n  n_layers: 1\n")
+    cfg = parse(StrategistRun, ["--config", str(config), "--train.epochs", "5"], "test")
+    assert (cfg.train.lr, cfg.train.epochs, cfg.history, cfg.model.n_layers) == (0.002, 5, 8, 1)
+    assert cfg.label_smoothing == 0.1  # the default where neither sets it
+    as_json = tmp_path / "s.json"
+    as_json.write_text(json.dumps({"label_smoothing": 0.2}))
+    assert parse(StrategistRun, ["--config", str(as_json)], "test").label_smoothing == 0.2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: [unclosed", "not valid"),
+        ("trian:\n  lr: 1\n", "unknown key 'trian'"),
+        ("train:\n  lr: -1\n", "TrainConfig.lr"),
+        ("- a list\n", "expected a mapping"),
+        ("threads: -1\n", "StrategistRun.threads"),
+        (None, "unreadable"),
+    ],
+)
+def test_bad_config_file_is_a_one_line_error(
+    text: str | None, message: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "bad.yaml"
+    if text is not None:
+        path.write_text(text)
+    with caplog.at_level(logging.ERROR):
+        assert strategist_main(["--config", str(path)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+
+
+def test_missing_data_is_a_one_line_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert strategist_main(["--data.data", str(tmp_path), "--train.out-dir", str(tmp_path / "o")]) == 1
+    assert any("no perceived episodes" in r.getMessage() for r in caplog.records)
+
+
+def test_policy_trains_in_order_and_writes_a_bundle(perceived: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    detector = tmp_path / "det"
+    detector.mkdir()
+    (detector / "model.onnx").write_bytes(b"onnx")
+    argv = ["policy", "--data.data", str(perceived), "--data.val-fraction", "0.3", "--out", str(out),
+            "--detector", str(detector)]  # fmt: skip
+    for name in ("strategist", "tactician", "executor"):
+        tiny = [a.replace("--", f"--{name}.", 1) if a.startswith("--") else a for a in TINY[name]]
+        argv += [*tiny, f"--{name}.train.max-steps", "2", f"--{name}.train.no-progress"]
+    argv += [
+        "--strategist.model.goal-dim",
+        "8",
+        "--tactician.model.goal-dim",
+        "8",
+        "--executor.model.goal-dim",
+        "8",
+    ]
+    assert main(argv) == 0
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert bundle["format"] == "orbit-pilot-policy" and bundle["obs_spec"]["name"] == "orbit-obs"
+    assert bundle["detector"] == {"path": "detector", "copied": True}
+    assert (out / "detector" / "model.onnx").read_bytes() == b"onnx"
+    for name in ("strategist", "tactician", "executor"):
+        assert type(load_model(out / bundle["models"][name])).__name__ == name.capitalize()
+    meta = json.loads((out / "runs" / "tactician" / "last" / "config.json").read_text())["metadata"]
+    assert meta["goal_source"].endswith("strategist/best") or meta["goal_source"].endswith("strategist/last")
+    executor = json.loads((out / "runs" / "executor" / "last" / "config.json").read_text())["metadata"]
+    assert "tactician" in executor["target_source"]

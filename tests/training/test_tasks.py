@@ -1,0 +1,128 @@
+"""The three Tasks: models built with fitted statistics, finite losses that train, the metrics they report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bot.episode import find_episodes
+from models.executor import ExecutorConfig
+from models.io import save_model
+from models.strategist import StrategistConfig
+from models.tactician import TacticianConfig
+from training.datasets import DataConfig, FileLabels, load_episode
+from training.loop import Task, TrainConfig, train
+from training.tasks import ExecutorTask, StrategistTask, TacticianTask, strategist_goals
+
+SMALL_S = StrategistConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, goal_dim=8)
+SMALL_T = TacticianConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, goal_dim=8)
+SMALL_E = ExecutorConfig(d_model=16, n_layers=1, goal_dim=8, mouse_bins_x=4, mouse_bins_y=4)
+
+
+def _data(perceived: Path) -> DataConfig:
+    return DataConfig(data=perceived, val_fraction=0.3)
+
+
+def _check_task(task: Task, keys: set[str]) -> None:
+    assert isinstance(task, Task)
+    model = task.build_model()
+    batch = task.collate([task.train_dataset()[i] for i in range(2)])
+    loss, metrics = task.loss(model, batch)
+    assert loss.dim() == 0 and math.isfinite(float(loss.detach()))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    val = task.val_dataset()
+    assert val is not None and len(val) > 0
+    with torch.no_grad():
+        result = task.evaluate(model, [task.collate([val[i] for i in range(len(val))])])
+    assert keys <= set(result)
+    meta = task.metadata()
+    assert meta["obs_spec"]["name"] == "orbit-obs" and meta["data"]["val_episodes"]
+    assert not set(meta["data"]["train_episodes"]) & set(meta["data"]["val_episodes"])
+
+
+def test_strategist_task(perceived: Path) -> None:
+    task = StrategistTask(_data(perceived), SMALL_S, history=4, stride=2)
+    _check_task(task, {"loss", "mode_acc", "mode_f1_macro", "mode_f1_fight"})
+    model = task.build_model()
+    summaries = np.concatenate([e.summary for e in task.episodes()[0]])
+    np.testing.assert_allclose(model.norm_in.mean.numpy(), summaries.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_tactician_task_with_strategist_goals(perceived: Path, tmp_path: Path) -> None:
+    strategist = StrategistTask(_data(perceived), SMALL_S).build_model()
+    save_model(tmp_path / "strategist", strategist)
+    task = TacticianTask(_data(perceived), SMALL_T, strategist=tmp_path / "strategist")
+    _check_task(task, {"loss", "target_acc", "approach_mse"})
+    ep = task.episodes()[0][0]
+    np.testing.assert_array_equal(ep.extra["goal"], strategist_goals(strategist, ep))
+
+
+def test_executor_task(perceived: Path) -> None:
+    task = ExecutorTask(_data(perceived), SMALL_E, chunk=32)
+    _check_task(task, {"loss", "mouse_px", "click_f1", "key_acc"})
+    assert task.model_cfg.n_keys == 4  # the Arena's none, attack, repair, boost
+
+
+def test_strategist_goals_are_causal(perceived: Path) -> None:
+    strategist = StrategistTask(_data(perceived), SMALL_S).build_model().eval()
+    ep = load_episode(find_episodes(perceived)[0], FileLabels("expert"))
+    goals = strategist_goals(strategist, ep)
+    ep.summary = ep.summary.copy()
+    ep.summary[-1] += 5.0  # a change in the last second
+    after = strategist_goals(strategist, ep)
+    rows = ep.summary_end[-2] + 1  # rows up to the end of the second-to-last second never see the last one
+    np.testing.assert_allclose(goals[:rows], after[:rows], atol=1e-6)
+
+
+def test_strategist_learns_on_the_training_split(perceived: Path, tmp_path: Path) -> None:
+    task = StrategistTask(_data(perceived), SMALL_S, history=6, stride=3)
+    cfg = TrainConfig(
+        out_dir=tmp_path / "run", max_steps=30, batch_size=2, lr=3e-3, warmup_steps=1, ema_decay=0.0,
+        eval_every=100, progress=False, tensorboard=False, best_metric="mode_acc", best_mode="max",
+    )  # fmt: skip
+    before = task.evaluate(task.build_model().eval(), [task.collate([task.train_dataset()[0]])])
+    result = train(task, cfg)
+    model = result.model.eval()
+    with torch.no_grad():
+        after = task.evaluate(model, [task.collate([task.train_dataset()[i] for i in range(2)])])
+    assert after["loss"] < before["loss"]
+
+
+def test_tactician_needs_room_for_mode_goals(perceived: Path) -> None:
+    with pytest.raises(ValueError, match="goal_dim"):
+        TacticianTask(_data(perceived), TacticianConfig(goal_dim=3))
+
+
+def test_tactician_context_follows_the_chosen_track(perceived: Path) -> None:
+    from models.tactician import Tactician, TacticianOutput
+    from training.datasets import F_GLOB, F_OBJ, set_teacher_context
+    from training.tasks import tactician_context
+
+    class AlwaysPicks(Tactician):  # an untrained Tactician mostly answers "none": make it pick an object
+        def forward(self, *args: torch.Tensor) -> TacticianOutput:
+            out = super().forward(*args)
+            out.target_logits[:, 0] = -math.inf
+            return out
+
+    torch.manual_seed(0)
+    tactician = AlwaysPicks(
+        TacticianConfig(d_obj=F_OBJ, d_ctx=F_GLOB, goal_dim=8, d_model=32, n_heads=2, d_ff=64)
+    )
+    ep = load_episode(find_episodes(perceived)[0], FileLabels("expert"))
+    set_teacher_context(ep, 8)
+    tactician_context(tactician, ep, hz=10.0)
+    target = ep.extra["target"]
+    assert target.shape == (len(ep.glob), F_OBJ) and ep.extra["approach"].shape == (len(ep.glob), 2)
+    step = round(ep.fps / 10.0)
+    ids: dict[int, set[int]] = {}
+    for r in np.flatnonzero(np.abs(target).sum(1) > 0):  # rows with a target: it is one of that row's objects
+        slot = np.flatnonzero(ep.mask[r] & np.all(ep.objects[r] == target[r], axis=1))
+        assert len(slot) >= 1
+        ids.setdefault(r // step, set()).add(int(ep.track_id[r, slot[0]]))
+    assert ids and all(len(v) == 1 for v in ids.values())  # one track per held decision

@@ -1,0 +1,505 @@
+"""Training datasets of the three policy models, built from perceived episodes and a pluggable label source.
+
+    <episode>/perception/obs.npz (bot/perceive.py) ──┐
+    <episode>/steps.parquet (actions, Arena truth) ──┼── load_episode ─▶ EpisodeArrays ─┬─▶ StrategistDataset
+    <episode>/labels/<source>.parquet (LabelSource) ─┘     (one row per perceived frame) ├─▶ TacticianDataset
+                                                                                       └─▶ ExecutorDataset
+
+Inputs are only the Observations perception stored (the same encoder runs live), so nothing the policy
+could not see live enters a sample. Labels (mode, target) come from a `LabelSource`; actions from the steps.
+
+No leakage, by construction:
+  - Observation row r holds the cursor/click of the action chosen on the frame BEFORE it (`cursor_before` in
+    bot/perceive.py); the action of row r is only ever a target.
+  - Per-second summaries reach the policy on the first frame of the next second (Summarizer), so row r's goal
+    comes from the summaries whose last row is < r (`last_summary`), never from the second r belongs to.
+  - Labels never enter an input: with no Strategist/Tactician checkpoint the Tactician and Executor context
+    (goal, target, approach) is the teacher-forced upstream answer — the *labelled* mode of the last completed
+    second as a one-hot goal and the labelled target's features — which is what the upstream model is
+    trained to produce, never the action being predicted (tests perturb the labels and compare the inputs).
+  - Train / validation split by episode (`split_episodes`), never by window, so no second of a validation
+    episode is seen in training.
+
+Label sources (`label_source(spec)`): "expert" (labels/expert.parquet, the Arena expert's ground truth),
+"<name>" or "<name>:<min_confidence>" for any labels/<name>.parquet (e.g. "vlm:0.7" keeps VLM answers with
+confidence >= 0.7; null confidence counts as certain), "heuristic" (rules on the perceived state, for human
+recordings without labels). Target ids are Arena object ids when the episode has `gt_objects` (matched to
+the tracked boxes by IoU) and track ids otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from bot.episode import find_episodes, open_episode
+from bot.perceive import load_perception
+from bot.state import GLOB, OBJ, OBS_SPEC
+from models.strategist import IGNORE_INDEX, MODES
+
+log = logging.getLogger(__name__)
+
+N_MAX = OBS_SPEC.n_max
+F_OBJ = len(OBS_SPEC.obj_features)
+F_GLOB = len(OBS_SPEC.glob_features)
+F_SUM = len(OBS_SPEC.summary_features)
+
+
+class DatasetError(ValueError):
+    """A dataset config, episode or label file is unusable (one line naming the field or file)."""
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class DataConfig:
+    """Where episodes come from, how they are split and which labels they use."""
+
+    data: Path = Path("data/recordings/arena")  # folder searched for perceived episodes
+    val_data: Path | None = None  # held-out episodes; None = take val_fraction of `data` by episode
+    val_fraction: float = 0.2  # share of `data` episodes held out when val_data is None
+    split_seed: int = 0  # seeds which episodes are held out
+    labels: str = "expert"  # label source: expert | heuristic | <name>[:<min_confidence>]
+    label_tolerance_s: float = 1.0  # a frame takes the latest label at most this old (sparse labels)
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        self.val_data = None if self.val_data in (None, "") else Path(self.val_data)
+        if not (isinstance(self.val_fraction, int | float) and 0.0 <= self.val_fraction < 1.0):
+            raise DatasetError(
+                f"DataConfig.val_fraction: expected a number in [0, 1), got {self.val_fraction!r}"
+            )
+        if not (isinstance(self.label_tolerance_s, int | float) and self.label_tolerance_s >= 0):
+            raise DatasetError(
+                f"DataConfig.label_tolerance_s: expected a number >= 0, got {self.label_tolerance_s!r}"
+            )
+        label_source(self.labels)  # validates the spec
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+class LabelSource(Protocol):
+    """Per-frame labels of one episode: a table of frame, mode, target_id (null = none), confidence."""
+
+    name: str
+
+    def labels(self, episode_dir: Path) -> pa.Table: ...
+
+
+@dataclass
+class FileLabels:
+    """labels/<source>.parquet, keeping rows whose confidence >= min_confidence (null = certain)."""
+
+    name: str = "expert"
+    min_confidence: float = 0.0
+
+    def labels(self, episode_dir: Path) -> pa.Table:
+        table = open_episode(episode_dir).labels(self.name)
+        if self.min_confidence > 0 and "confidence" in table.column_names:
+            conf = table.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
+            table = table.filter(pa.array(np.nan_to_num(conf, nan=1.0) >= self.min_confidence))
+        return table
+
+
+@dataclass
+class HeuristicLabels:
+    """Rules on the perceived state for recordings without labels (human play): a weak but honest teacher.
+
+    FLEE when hp < flee_hp with an enemy close; FIGHT with an enemy in view; LOOT with loot in view;
+    EXPLORE otherwise. The target is the nearest object of the mode's role (enemy / loot), as a track id.
+    """
+
+    name: str = "heuristic"
+    flee_hp: float = 0.3  # hp fraction under which a close enemy means FLEE
+
+    def labels(self, episode_dir: Path) -> pa.Table:
+        p = load_perception(episode_dir)
+        glob, objects, mask, track = p["glob"], p["objects"], p["mask"], p["track_id"]
+        modes, targets = [], []
+        for r in range(len(p)):
+            g = glob[r]
+            if g[GLOB["hp"]] < self.flee_hp and g[GLOB["n_enemy_close"]] > 0:
+                mode, role = "FLEE", None
+            elif g[GLOB["n_enemy"]] > 0:
+                mode, role = "FIGHT", OBJ["is_enemy"]
+            elif g[GLOB["n_loot"]] > 0:
+                mode, role = "LOOT", OBJ["is_loot"]
+            else:
+                mode, role = "EXPLORE", None
+            target = None
+            if role is not None:
+                rows = np.flatnonzero(mask[r] & (objects[r, :, role] > 0.5))
+                if len(rows):
+                    target = int(track[r, rows[np.argmin(objects[r, rows, OBJ["dist_player"]])]])
+            modes.append(mode)
+            targets.append(target)
+        return pa.table(
+            {
+                "frame": pa.array(p["frame"], pa.int32()),
+                "mode": pa.array(modes, pa.string()),
+                "target_id": pa.array(targets, pa.int32()),
+                "confidence": pa.array([None] * len(modes), pa.float32()),
+            }
+        )
+
+
+def label_source(spec: str) -> LabelSource:
+    """ "expert" | "heuristic" | "<name>" | "<name>:<min_confidence>" -> a LabelSource."""
+    if not isinstance(spec, str) or not spec:
+        raise DatasetError(f"DataConfig.labels: expected expert, heuristic or <name>[:<conf>], got {spec!r}")
+    name, _, conf = spec.partition(":")
+    if name == "heuristic":
+        return HeuristicLabels()
+    try:
+        threshold = float(conf) if conf else 0.0
+    except ValueError:
+        raise DatasetError(f"DataConfig.labels: expected <name>:<min_confidence>, got {spec!r}") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise DatasetError(f"DataConfig.labels: expected a confidence in [0, 1], got {spec!r}")
+    return FileLabels(name, threshold)
+
+
+# ------------------------------------------------------------------------------------------------ episodes
+
+
+@dataclass
+class EpisodeArrays:
+    """One perceived episode with its labels and actions, one row per perceived frame (R rows, S seconds)."""
+
+    name: str
+    fps: float  # perceived rows per second
+    frame_size: tuple[int, int]  # (W, H) px
+    n_keys: int
+    objects: np.ndarray  # (R, N_MAX, F_OBJ) float32
+    mask: np.ndarray  # (R, N_MAX) bool
+    track_id: np.ndarray  # (R, N_MAX) int64
+    glob: np.ndarray  # (R, F_GLOB) float32
+    summary: np.ndarray  # (S, F_SUM) float32
+    summary_end: np.ndarray  # (S,) int64 last row of each second
+    mode: np.ndarray  # (R,) int64 mode index, IGNORE_INDEX where unlabelled
+    target_slot: np.ndarray  # (R,) int64 Tactician slot (0 = none, i = object i - 1), IGNORE_INDEX unlabelled
+    mouse: np.ndarray  # (R, 2) float32 the action's cursor, 0..1
+    click: np.ndarray  # (R,) bool
+    key: np.ndarray  # (R,) int64
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # upstream context (set_context)
+
+    @property
+    def summary_mode(self) -> np.ndarray:
+        """(S,) the mode label at the last row of each second (what the Strategist predicts at that step)."""
+        return self.mode[self.summary_end]
+
+    @property
+    def last_summary(self) -> np.ndarray:
+        """(R,) index of the latest summary available before row r (its last row < r), -1 if none."""
+        return np.searchsorted(self.summary_end, np.arange(len(self.glob)), side="left") - 1
+
+    @property
+    def approach(self) -> np.ndarray:
+        """(R, 2) where the action points relative to the player (Tactician approach target)."""
+        player = self.glob[:, [GLOB["player_x"], GLOB["player_y"]]]
+        return (self.mouse - player).astype(np.float32)
+
+
+def _asof(label_frames: np.ndarray, frames: np.ndarray, tolerance: float) -> np.ndarray:
+    """Index of the latest label with frame <= each frame and within `tolerance` frames, -1 if none."""
+    idx = np.searchsorted(label_frames, frames, side="right") - 1
+    ok = idx >= 0
+    ok[ok] &= frames[ok] - label_frames[idx[ok]] <= tolerance
+    return np.where(ok, idx, -1)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) x1y1x2y2 box with (K, 4) boxes."""
+    lo = np.maximum(box[:2], boxes[:, :2])
+    hi = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return inter / np.maximum(area - inter, 1e-9)
+
+
+def _target_slots(
+    target: list, rows: np.ndarray, objects: np.ndarray, mask: np.ndarray, track: np.ndarray, gt: list | None,
+    size: tuple[int, int], iou_min: float,
+) -> np.ndarray:  # fmt: skip
+    """Map each row's target id to its slot: Arena id -> gt box -> best-IoU tracked box; else a track id."""
+    w, h = size
+    slots = np.zeros(len(rows), np.int64)
+    for i, (r, tid) in enumerate(zip(rows, target)):
+        if tid is None:
+            continue
+        valid = np.flatnonzero(mask[r])
+        if gt is None:
+            hit = valid[track[r, valid] == tid]
+            slots[i] = hit[0] + 1 if len(hit) else 0
+            continue
+        box = next((o for o in gt[i] or [] if o["id"] == tid), None)
+        if box is None or not len(valid):
+            continue
+        gt_box = np.array([box["x1"] / w, box["y1"] / h, box["x2"] / w, box["y2"] / h])
+        xywh = objects[r, valid][:, [OBJ["x"], OBJ["y"], OBJ["w"], OBJ["h"]]]
+        boxes = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1)
+        iou = _iou(gt_box, boxes)
+        best = int(np.argmax(iou))
+        slots[i] = valid[best] + 1 if iou[best] >= iou_min else 0
+    return slots
+
+
+def load_episode(
+    path: Path, source: LabelSource, tolerance_s: float = 1.0, iou_min: float = 0.3
+) -> EpisodeArrays:
+    """Perception + labels + actions of one episode, aligned on the perceived rows."""
+    episode = open_episode(path)
+    p = load_perception(path)
+    steps = episode.steps()
+    frames = p["frame"].astype(np.int64)
+    step_frames = steps.column("frame").to_numpy().astype(np.int64)
+    at = np.searchsorted(step_frames, frames)
+    if np.any(at >= len(step_frames)) or np.any(step_frames[np.minimum(at, len(step_frames) - 1)] != frames):
+        raise DatasetError(f"{path}: perception rows do not match steps.parquet frames; re-run perception")
+    every = int(p.meta.get("every", 1))
+    fps = float(episode.meta.fps) / every
+    table = source.labels(path).sort_by("frame")
+    label_frames = table.column("frame").to_numpy().astype(np.int64)
+    li = _asof(label_frames, frames, tolerance_s * episode.meta.fps)
+    names = table.column("mode").to_pylist()
+    index = {m: i for i, m in enumerate(MODES)}
+    unknown = sorted({m for m in names if m not in index})
+    if unknown:
+        raise DatasetError(
+            f"{path}: labels {source.name!r} hold modes {unknown}, expected among {list(MODES)}"
+        )
+    mode = np.array([index[names[j]] if j >= 0 else IGNORE_INDEX for j in li], np.int64)
+    labelled = np.flatnonzero(li >= 0)
+    ids = table.column("target_id").to_pylist()
+    use_gt = isinstance(source, FileLabels) and "gt_objects" in steps.column_names
+    gt = steps.column("gt_objects").take(pa.array(at[labelled])).to_pylist() if use_gt else None
+    size = (episode.meta.width, episode.meta.height)
+    slots = np.full(len(frames), IGNORE_INDEX, np.int64)
+    slots[labelled] = _target_slots(
+        [ids[li[r]] for r in labelled], labelled, p["objects"], p["mask"], p["track_id"], gt, size, iou_min
+    )
+    take = pa.array(at)
+    return EpisodeArrays(
+        name=episode.name,
+        fps=fps,
+        frame_size=size,
+        n_keys=len(episode.meta.keys),
+        objects=p["objects"].astype(np.float32),
+        mask=p["mask"].astype(bool),
+        track_id=p["track_id"],
+        glob=p["glob"].astype(np.float32),
+        summary=p["summary"].astype(np.float32),
+        summary_end=p["summary_end"].astype(np.int64),
+        mode=mode,
+        target_slot=slots,
+        mouse=np.stack(
+            [steps.column(c).take(take).to_numpy() for c in ("mouse_x", "mouse_y")], axis=1
+        ).astype(np.float32),
+        click=steps.column("click").take(take).to_numpy(zero_copy_only=False).astype(bool),
+        key=steps.column("key").take(take).to_numpy().astype(np.int64),
+    )
+
+
+def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
+    """(train, validation) episode folders: val_data if given, else a seeded val_fraction of episodes."""
+    train = [p for p in find_episodes(cfg.data) if (p / "perception").is_dir()]
+    if not train:
+        raise DatasetError(f"DataConfig.data: no perceived episodes under {cfg.data} (run `pilot perceive`)")
+    if cfg.val_data is not None:
+        val = [p for p in find_episodes(cfg.val_data) if (p / "perception").is_dir()]
+        if not val:
+            raise DatasetError(f"DataConfig.val_data: no perceived episodes under {cfg.val_data}")
+        held = {p.resolve() for p in val}
+        train = [p for p in train if p.resolve() not in held]  # val_data may lie inside data
+        if not train:
+            raise DatasetError(f"DataConfig.val_data: holds every episode of {cfg.data}, none to train on")
+        return train, val
+    n_val = math.ceil(len(train) * cfg.val_fraction) if cfg.val_fraction > 0 else 0
+    if n_val >= len(train):
+        raise DatasetError(
+            f"DataConfig.val_fraction: {cfg.val_fraction} of {len(train)} episodes leaves none for training"
+        )
+    order = sorted(train, key=lambda p: zlib.crc32(f"{cfg.split_seed}/{p.name}".encode()))
+    val = sorted(order[:n_val])
+    return [p for p in train if p not in val], val
+
+
+def load_episodes(paths: list[Path], cfg: DataConfig, iou_min: float = 0.3) -> list[EpisodeArrays]:
+    source = label_source(cfg.labels)
+    episodes = [load_episode(p, source, cfg.label_tolerance_s, iou_min) for p in paths]
+    log.info(
+        "loaded %d episodes (%d rows, %d seconds), labels %r",
+        len(episodes),
+        sum(len(e.glob) for e in episodes),
+        sum(len(e.summary) for e in episodes),
+        cfg.labels,
+    )
+    return episodes
+
+
+# ------------------------------------------------------------------------------------------------ context
+
+
+def mode_goals(episode: EpisodeArrays, goal_dim: int) -> np.ndarray:
+    """(R, goal_dim) teacher-forced goal: one-hot of the labelled mode of the last completed second."""
+    goal = np.zeros((len(episode.glob), goal_dim), np.float32)
+    k = episode.last_summary
+    modes = np.where(k >= 0, episode.summary_mode[np.maximum(k, 0)], IGNORE_INDEX)
+    rows = np.flatnonzero(modes >= 0)
+    goal[rows, modes[rows]] = 1.0
+    return goal
+
+
+def target_features(episode: EpisodeArrays, slots: np.ndarray) -> np.ndarray:
+    """(R, F_OBJ) features of each row's chosen slot (0 = none -> zeros)."""
+    padded = np.concatenate([np.zeros((len(slots), 1, F_OBJ), np.float32), episode.objects], axis=1)
+    s = np.clip(slots, 0, N_MAX)
+    return padded[np.arange(len(slots)), s]
+
+
+def set_teacher_context(episode: EpisodeArrays, goal_dim: int) -> None:
+    """Goal, target and approach from the labels (no upstream checkpoints): see the module docstring."""
+    slots = np.where(episode.target_slot >= 0, episode.target_slot, 0)
+    episode.extra = {
+        "goal": mode_goals(episode, goal_dim),
+        "target": target_features(episode, slots),
+        "approach": np.zeros((len(slots), 2), np.float32),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+
+class StrategistDataset(Dataset):
+    """Windows of `history` per-second summaries -> the mode at every step (causal model, a loss per step).
+
+    Windows start every `stride` seconds; in a window after an episode's first, the first `history - stride`
+    steps are context only (label IGNORE_INDEX), so every second is scored exactly once, with at least
+    history - stride seconds of history (or all the episode had).
+    """
+
+    def __init__(self, episodes: list[EpisodeArrays], history: int = 60, stride: int = 30) -> None:
+        if history < 1 or not 1 <= stride <= history:
+            raise DatasetError(f"StrategistDataset: expected 1 <= stride <= history, got {stride}, {history}")
+        self.episodes, self.history = episodes, history
+        self.windows: list[tuple[int, int, int]] = []  # (episode, start, first scored step)
+        for e, ep in enumerate(episodes):
+            n = len(ep.summary)
+            start = 0
+            while n > 0:
+                self.windows.append((e, start, 0 if start == 0 else history - stride))
+                if start + history >= n:
+                    break
+                start += stride
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        e, start, scored = self.windows[i]
+        ep = self.episodes[e]
+        end = min(start + self.history, len(ep.summary))
+        modes = ep.summary_mode[start:end].copy()
+        modes[:scored] = IGNORE_INDEX
+        return {"x": torch.from_numpy(ep.summary[start:end]), "modes": torch.from_numpy(modes)}
+
+
+def collate_strategist(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Right-pad windows: x (B, T, F_SUM), valid (B, T) bool, modes (B, T) with IGNORE_INDEX on padding."""
+    length = max(len(s["x"]) for s in samples)
+    x = torch.zeros(len(samples), length, samples[0]["x"].shape[-1])
+    valid = torch.zeros(len(samples), length, dtype=torch.bool)
+    modes = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+    for b, s in enumerate(samples):
+        n = len(s["x"])
+        x[b, :n], valid[b, :n], modes[b, :n] = s["x"], True, s["modes"]
+    return {"x": x, "valid": valid, "modes": modes}
+
+
+class TacticianDataset(Dataset):
+    """Frames at ~`hz` (every labelled row on that grid): object set + goal + context -> target slot."""
+
+    def __init__(self, episodes: list[EpisodeArrays], hz: float = 10.0) -> None:
+        if hz <= 0:
+            raise DatasetError(f"TacticianDataset: expected hz > 0, got {hz}")
+        self.episodes = episodes
+        self.rows: list[tuple[int, int]] = []
+        for e, ep in enumerate(episodes):
+            if "goal" not in ep.extra:
+                raise DatasetError(f"TacticianDataset: episode {ep.name} has no goal context (set it first)")
+            step = max(1, round(ep.fps / hz))
+            self.rows += [(e, int(r)) for r in range(0, len(ep.glob), step) if ep.target_slot[r] >= 0]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        e, r = self.rows[i]
+        ep = self.episodes[e]
+        return {
+            "objects": torch.from_numpy(ep.objects[r]),
+            "valid": torch.from_numpy(ep.mask[r]),
+            "goal": torch.from_numpy(ep.extra["goal"][r]),
+            "context": torch.from_numpy(ep.glob[r]),
+            "target": torch.tensor(ep.target_slot[r]),
+            "approach": torch.from_numpy(ep.approach[r]),
+        }
+
+
+class ExecutorDataset(Dataset):
+    """Chunks of `chunk` consecutive perceived frames: frame state + goal/target/approach -> actions."""
+
+    def __init__(self, episodes: list[EpisodeArrays], chunk: int = 64) -> None:
+        if chunk < 1:
+            raise DatasetError(f"ExecutorDataset: expected chunk >= 1, got {chunk}")
+        self.episodes, self.chunk = episodes, chunk
+        self.chunks = [(e, s) for e, ep in enumerate(episodes) for s in range(0, len(ep.glob), chunk)]
+        for ep in episodes:
+            if not {"goal", "target", "approach"} <= set(ep.extra):
+                raise DatasetError(
+                    f"ExecutorDataset: episode {ep.name} has no upstream context (set it first)"
+                )
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        e, s = self.chunks[i]
+        ep = self.episodes[e]
+        sl = slice(s, s + self.chunk)
+        return {
+            "frame": torch.from_numpy(ep.glob[sl]),
+            "goal": torch.from_numpy(ep.extra["goal"][sl]),
+            "target": torch.from_numpy(ep.extra["target"][sl]),
+            "approach": torch.from_numpy(ep.extra["approach"][sl]),
+            "mouse": torch.from_numpy(ep.mouse[sl]),
+            "click": torch.from_numpy(ep.click[sl]),
+            "key": torch.from_numpy(ep.key[sl]),
+        }
+
+
+def collate_executor(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Right-pad chunks to (B, T, ...) with valid (B, T) bool."""
+    length = max(len(s["frame"]) for s in samples)
+    out: dict[str, Tensor] = {}
+    for name, value in samples[0].items():
+        out[name] = torch.zeros((len(samples), length, *value.shape[1:]), dtype=value.dtype)
+    out["valid"] = torch.zeros(len(samples), length, dtype=torch.bool)
+    for b, s in enumerate(samples):
+        n = len(s["frame"])
+        for name, value in s.items():
+            out[name][b, :n] = value
+        out["valid"][b, :n] = True
+    return out

@@ -1,0 +1,402 @@
+"""The three training Tasks (training/loop.py `Task`): Strategist, Tactician, Executor on perceived episodes.
+
+    StrategistTask  summaries (B, T, F_SUM) -> mode per second      eval: mode_acc, mode_f1_* (best: mode_acc)
+    TacticianTask   objects + goal + glob   -> target slot, approach eval: target_acc, approach_mse
+    ExecutorTask    glob + goal/target/approach per frame -> mouse, click, key
+                                                                    eval: mouse_px, click_f1, key_acc
+
+Upstream context (goal, target, approach) for the Tactician and the Executor comes from trained upstream
+checkpoints when given (`strategist=`, `tactician=`: what the live bot will feed them) and from the labels
+otherwise (teacher forcing, see training/datasets.py). Each Task loads its episodes once, lazily, and fits
+the model's normalisation statistics (and the Executor's mouse grid) on the training split only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bot.state import OBS_SPEC
+from models.executor import Executor, ExecutorConfig
+from models.io import load_model
+from models.strategist import IGNORE_INDEX, MODES, Strategist, StrategistConfig
+from models.tactician import Tactician, TacticianConfig
+from training.datasets import (
+    F_GLOB,
+    F_OBJ,
+    F_SUM,
+    DataConfig,
+    DatasetError,
+    EpisodeArrays,
+    ExecutorDataset,
+    StrategistDataset,
+    TacticianDataset,
+    collate_executor,
+    collate_strategist,
+    load_episodes,
+    set_teacher_context,
+    split_episodes,
+    target_features,
+)
+from training.loop import unwrap_model
+from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_px, target_accuracy
+
+
+def _fit_normalizer(norm: nn.Module, samples: np.ndarray) -> None:
+    norm.fit(torch.from_numpy(samples.reshape(-1, samples.shape[-1])))
+
+
+class _EpisodeTask:
+    """Shared part: split by episode, load once, metadata."""
+
+    name = "task"
+
+    def __init__(self, data: DataConfig, iou_min: float = 0.3) -> None:
+        self.data, self.iou_min = data, iou_min
+        self._split: tuple[list[EpisodeArrays], list[EpisodeArrays]] | None = None
+        self._paths: tuple[list[Path], list[Path]] | None = None
+
+    def episodes(self) -> tuple[list[EpisodeArrays], list[EpisodeArrays]]:
+        if self._split is None:
+            train_paths, val_paths = split_episodes(self.data)
+            self._paths = (train_paths, val_paths)
+            train = load_episodes(train_paths, self.data, self.iou_min)
+            val = load_episodes(val_paths, self.data, self.iou_min) if val_paths else []
+            self._prepare(train + val)
+            self._split = (train, val)
+        return self._split
+
+    def _prepare(self, episodes: list[EpisodeArrays]) -> None:
+        """Hook: attach upstream context to every episode."""
+
+    def metadata(self) -> Mapping[str, Any]:
+        self.episodes()
+        assert self._paths is not None, "episodes() sets the paths"
+        train, val = self._paths
+        return {
+            "obs_spec": OBS_SPEC.to_dict(),
+            "modes": list(MODES),
+            "data": {
+                "labels": self.data.labels,
+                "train_episodes": [p.name for p in train],
+                "val_episodes": [p.name for p in val],
+                "root": str(self.data.data),
+                "val_root": None if self.data.val_data is None else str(self.data.val_data),
+            },
+        }
+
+
+# ------------------------------------------------------------------------------------------------ strategist
+
+
+class StrategistTask(_EpisodeTask):
+    name = "strategist"
+
+    def __init__(
+        self,
+        data: DataConfig,
+        model: StrategistConfig,
+        history: int = 60,
+        stride: int = 30,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__(data)
+        self.model_cfg = StrategistConfig(**{**model.__dict__, "d_in": F_SUM, "n_modes": len(MODES)})
+        self.history, self.stride, self.label_smoothing = history, stride, label_smoothing
+
+    def build_model(self) -> nn.Module:
+        model = Strategist(self.model_cfg)
+        train, _ = self.episodes()
+        _fit_normalizer(model.norm_in, np.concatenate([e.summary for e in train]))
+        return model
+
+    def train_dataset(self) -> StrategistDataset:
+        return StrategistDataset(self.episodes()[0], self.history, self.stride)
+
+    def val_dataset(self) -> StrategistDataset | None:
+        val = self.episodes()[1]
+        return StrategistDataset(val, self.history, self.stride) if val else None
+
+    def collate(self, samples: list[Any]) -> dict[str, Tensor]:
+        return collate_strategist(samples)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        out = model(batch["x"], batch["valid"])
+        loss = unwrap_model(model).loss(out, batch["modes"], self.label_smoothing)
+        keep = batch["modes"] != IGNORE_INDEX
+        acc = (out.mode_logits.argmax(-1)[keep] == batch["modes"][keep]).float().mean()
+        return loss, {"mode_acc": float(acc) if keep.any() else 0.0}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> dict[str, float]:
+        logits, labels, losses = [], [], []
+        for batch in batches:
+            out = model(batch["x"], batch["valid"])
+            losses.append(float(unwrap_model(model).loss(out, batch["modes"], 0.0).detach()))
+            keep = batch["modes"] != IGNORE_INDEX
+            logits.append(out.mode_logits[keep].float().cpu())
+            labels.append(batch["modes"][keep].cpu())
+        metrics = mode_metrics(torch.cat(logits), torch.cat(labels), MODES)
+        return {"loss": float(np.mean(losses)), **metrics}
+
+    def metadata(self) -> Mapping[str, Any]:
+        return {**super().metadata(), "history": self.history, "stride": self.stride,
+                "label_smoothing": self.label_smoothing}  # fmt: skip
+
+
+@torch.no_grad()
+def strategist_goals(strategist: Strategist, episode: EpisodeArrays) -> np.ndarray:
+    """(R, goal_dim) the Strategist's goal after the last completed second before each row (zeros before)."""
+    strategist.eval()
+    x = torch.from_numpy(episode.summary).unsqueeze(0)  # (1, S, F_SUM)
+    goals = strategist(x).goal[0].numpy()  # (S, goal_dim), causal: step s saw seconds <= s
+    k = episode.last_summary
+    out = np.zeros((len(k), goals.shape[1]), np.float32)
+    out[k >= 0] = goals[k[k >= 0]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ tactician
+
+
+class TacticianTask(_EpisodeTask):
+    name = "tactician"
+
+    def __init__(
+        self,
+        data: DataConfig,
+        model: TacticianConfig,
+        hz: float = 10.0,
+        iou_min: float = 0.3,
+        approach_weight: float = 1.0,
+        strategist: Path | None = None,
+    ) -> None:
+        super().__init__(data, iou_min)
+        self.strategist_dir = strategist
+        self.strategist = load_model(strategist, "Strategist") if strategist else None
+        goal_dim = self.strategist.config.goal_dim if self.strategist is not None else model.goal_dim
+        if self.strategist is None and goal_dim < len(MODES):
+            raise DatasetError(
+                f"TacticianConfig.goal_dim: expected >= {len(MODES)} for mode goals, got {goal_dim}"
+            )
+        self.model_cfg = TacticianConfig(
+            **{
+                **model.__dict__,
+                "d_obj": F_OBJ,
+                "n_max": OBS_SPEC.n_max,
+                "d_ctx": F_GLOB,
+                "goal_dim": goal_dim,
+            }
+        )
+        self.hz, self.approach_weight = hz, approach_weight
+
+    def _prepare(self, episodes: list[EpisodeArrays]) -> None:
+        for ep in episodes:
+            set_teacher_context(ep, self.model_cfg.goal_dim)
+            if self.strategist is not None:
+                ep.extra["goal"] = strategist_goals(self.strategist, ep)
+
+    def build_model(self) -> nn.Module:
+        model = Tactician(self.model_cfg)
+        train, _ = self.episodes()
+        objects = np.concatenate([e.objects[e.mask] for e in train])
+        if len(objects):
+            _fit_normalizer(model.norm_obj, objects)
+        _fit_normalizer(model.norm_ctx, np.concatenate([e.glob for e in train]))
+        return model
+
+    def train_dataset(self) -> TacticianDataset:
+        return TacticianDataset(self.episodes()[0], self.hz)
+
+    def val_dataset(self) -> TacticianDataset | None:
+        val = self.episodes()[1]
+        return TacticianDataset(val, self.hz) if val else None
+
+    def collate(self, samples: list[Any]) -> dict[str, Tensor]:
+        return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+    def _forward(self, model: nn.Module, batch: dict[str, Tensor]) -> Any:
+        return model(batch["objects"], batch["valid"], batch["goal"], batch["context"])
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        out = self._forward(model, batch)
+        loss = unwrap_model(model).loss(out, batch["target"], batch["approach"], self.approach_weight)
+        acc = (out.target_logits.argmax(-1) == batch["target"]).float().mean()
+        return loss, {"target_acc": float(acc)}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> dict[str, float]:
+        logits, labels, mse, losses = [], [], [], []
+        for batch in batches:
+            out = self._forward(model, batch)
+            losses.append(float(unwrap_model(model).loss(out, batch["target"], batch["approach"]).detach()))
+            logits.append(out.target_logits.float().cpu())
+            labels.append(batch["target"].cpu())
+            mse.append(float(((out.approach - batch["approach"]) ** 2).mean().detach()))
+        target = torch.cat(labels)
+        return {
+            "loss": float(np.mean(losses)),
+            "target_acc": target_accuracy(torch.cat(logits), target),
+            "target_none_rate": float((target == 0).float().mean()),
+            "approach_mse": float(np.mean(mse)),
+        }
+
+    def metadata(self) -> Mapping[str, Any]:
+        return {**super().metadata(), "hz": self.hz, "iou_min": self.iou_min,
+                "goal_source": str(self.strategist_dir) if self.strategist_dir else "labels"}  # fmt: skip
+
+
+@torch.no_grad()
+def tactician_context(tactician: Tactician, episode: EpisodeArrays, hz: float) -> None:
+    """Set the episode's target/approach context to the Tactician's choice, run at ~hz and held between."""
+    tactician.eval()
+    step = max(1, round(episode.fps / hz))
+    rows = np.arange(0, len(episode.glob), step)
+    out = tactician(
+        torch.from_numpy(episode.objects[rows]),
+        torch.from_numpy(episode.mask[rows]),
+        torch.from_numpy(episode.extra["goal"][rows]),
+        torch.from_numpy(episode.glob[rows]),
+    )
+    slots = out.target_logits.argmax(-1).numpy()  # (D,) per decision row
+    chosen = np.where(slots > 0, episode.track_id[rows, np.maximum(slots - 1, 0)], 0)  # (D,) track ids
+    held = np.arange(len(episode.glob)) // step  # the latest decision at or before each row
+    # slots are re-sorted every frame: follow the chosen track id, "none" once it leaves the object set
+    ids = chosen[held]  # (R,)
+    hit = episode.mask & (episode.track_id == ids[:, None]) & (ids[:, None] > 0)  # (R, N_MAX)
+    row_slots = np.where(hit.any(1), hit.argmax(1) + 1, 0)
+    episode.extra["target"] = target_features(episode, row_slots)
+    episode.extra["approach"] = out.approach.numpy()[held].astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ executor
+
+
+class ExecutorTask(_EpisodeTask):
+    name = "executor"
+
+    def __init__(
+        self,
+        data: DataConfig,
+        model: ExecutorConfig,
+        chunk: int = 64,
+        strategist: Path | None = None,
+        tactician: Path | None = None,
+        tactician_hz: float = 10.0,
+        iou_min: float = 0.3,
+    ) -> None:
+        super().__init__(data, iou_min)
+        self.strategist_dir, self.tactician_dir = strategist, tactician
+        self.strategist = load_model(strategist, "Strategist") if strategist else None
+        self.tactician = load_model(tactician, "Tactician") if tactician else None
+        goal_dim = self.strategist.config.goal_dim if self.strategist is not None else model.goal_dim
+        if self.strategist is None and goal_dim < len(MODES):
+            raise DatasetError(
+                f"ExecutorConfig.goal_dim: expected >= {len(MODES)} for mode goals, got {goal_dim}"
+            )
+        self.model_cfg = ExecutorConfig(
+            **{
+                **model.__dict__,
+                "d_frame": F_GLOB,
+                "d_target": F_OBJ,
+                "approach_dim": 2,
+                "goal_dim": goal_dim,
+            }
+        )
+        self.chunk, self.tactician_hz = chunk, tactician_hz
+        self._frame_size: tuple[int, int] = (1, 1)
+
+    def _prepare(self, episodes: list[EpisodeArrays]) -> None:
+        keys = {e.n_keys for e in episodes}
+        if len(keys) != 1:
+            raise DatasetError(f"ExecutorTask: episodes with different key sets {sorted(keys)}")
+        self.model_cfg.n_keys = keys.pop()
+        self._frame_size = episodes[0].frame_size
+        for ep in episodes:
+            set_teacher_context(ep, self.model_cfg.goal_dim)
+            if self.strategist is not None:
+                ep.extra["goal"] = strategist_goals(self.strategist, ep)
+            if self.tactician is not None:
+                tactician_context(self.tactician, ep, self.tactician_hz)
+
+    def build_model(self) -> nn.Module:
+        train, _ = self.episodes()
+        model = Executor(self.model_cfg)
+        _fit_normalizer(model.norm_frame, np.concatenate([e.glob for e in train]))
+        _fit_normalizer(model.norm_target, np.concatenate([e.extra["target"] for e in train]))
+        model.fit_mouse_bins(torch.from_numpy(np.concatenate([e.mouse for e in train])).clamp(0, 1))
+        return model
+
+    def train_dataset(self) -> ExecutorDataset:
+        return ExecutorDataset(self.episodes()[0], self.chunk)
+
+    def val_dataset(self) -> ExecutorDataset | None:
+        val = self.episodes()[1]
+        return ExecutorDataset(val, self.chunk) if val else None
+
+    def collate(self, samples: list[Any]) -> dict[str, Tensor]:
+        return collate_executor(samples)
+
+    def _forward(self, model: nn.Module, batch: dict[str, Tensor]) -> Any:
+        return model(batch["frame"], batch["goal"], batch["target"], batch["approach"])
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self._forward(model, batch)
+        parts = unwrap_model(model).loss(
+            out, batch["mouse"].clamp(0, 1), batch["click"], batch["key"], batch["valid"]
+        )
+        return parts["loss"], {k: v.detach() for k, v in parts.items() if k != "loss"}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> dict[str, float]:
+        executor = unwrap_model(model)
+        pred_xy, true_xy, click_logit, clicks, key_logits, keys, losses = [], [], [], [], [], [], []
+        for batch in batches:
+            out = self._forward(model, batch)
+            keep = batch["valid"]
+            parts = executor.loss(out, batch["mouse"].clamp(0, 1), batch["click"], batch["key"], keep)
+            losses.append(float(parts["loss"].detach()))
+            action = executor.decode(out)
+            pred_xy.append(action.mouse[keep].float().cpu())
+            true_xy.append(batch["mouse"][keep].float().cpu())
+            click_logit.append(out.click_logit[keep].float().cpu())
+            clicks.append(batch["click"][keep].cpu())
+            key_logits.append(out.key_logits[keep].float().cpu())
+            keys.append(batch["key"][keep].cpu())
+        key_true = torch.cat(keys)
+        logit, clicked = torch.cat(click_logit), torch.cat(clicks)
+        return {
+            # clicks are ~2 % of Arena frames: F1 at the best logit threshold shows if they rank well
+            "click_f1_tuned": max(
+                _nan_to(click_f1(logit > t, clicked)) for t in (-3.0, -2.0, -1.0, 0.0, 1.0)
+            ),
+            "loss": float(np.mean(losses)),
+            "mouse_px": mouse_error_px(torch.cat(pred_xy), torch.cat(true_xy), self._frame_size),
+            "click_f1": _nan_to(click_f1(logit, clicked)),
+            "key_acc": key_accuracy(torch.cat(key_logits), key_true),
+            "key_acc_pressed": _nan_to(
+                key_accuracy(torch.cat(key_logits)[key_true > 0], key_true[key_true > 0])
+            ),
+        }
+
+    def metadata(self) -> Mapping[str, Any]:
+        return {**super().metadata(), "chunk": self.chunk, "frame_size": list(self._frame_size),
+                "goal_source": str(self.strategist_dir) if self.strategist_dir else "labels",
+                "target_source": str(self.tactician_dir) if self.tactician_dir else "labels"}  # fmt: skip
+
+
+def _nan_to(value: float, default: float = 0.0) -> float:
+    """F1 of a class never labelled nor predicted is NaN; keep eval metrics finite (0) for best/."""
+    return default if math.isnan(value) else value
+
+
+__all__ = [
+    "ExecutorTask",
+    "StrategistTask",
+    "TacticianTask",
+    "strategist_goals",
+    "tactician_context",
+]
