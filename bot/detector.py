@@ -299,9 +299,11 @@ class _TorchRuntime:
         if threads:
             torch.set_num_threads(threads)
         try:
-            model, _ = load_checkpoint(str(path), device=torch.device("cpu"), fuse=True)
+            model, _ = load_checkpoint(str(path), device=torch.device("cpu"), fuse=False)
         except Exception as exc:  # torch.load / unpickling errors come in many types
             raise DetectorError(f"{path}: cannot load PyTorch weights ({exc})") from None
+        if hasattr(model, "fuse"):  # conv+bn folding; verbose=False keeps its summary off stdout (--json)
+            model = model.fuse(verbose=False)
         self.model = model.eval()
         self.torch = torch
         self.fixed_hw = None

@@ -32,7 +32,7 @@ def xvfb(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     number = _free_display_number()
     display = f":{number}"
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+        ["Xvfb", display, "-screen", "0", "1280x720x24", "-nolisten", "tcp", "-noreset"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
