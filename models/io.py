@@ -113,12 +113,12 @@ def load_model(
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
     model = model_cls(config)
-    model.load_state_dict(_read_weights(folder / WEIGHTS_FILE, model), strict=True)
+    model.load_state_dict(read_weights(folder / WEIGHTS_FILE, model), strict=True)
     return model.to(device)
 
 
-def _read_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Tensors of `path`, checked name by name and shape by shape against `model`."""
+def read_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Tensors of `path`, checked name by name and shape by shape against `model` (nothing is copied)."""
     try:
         tensors = load_file(str(path))
     except FileNotFoundError:
@@ -129,12 +129,12 @@ def _read_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     for key, value in expected.items():
         if key not in tensors:
             raise CheckpointError(
-                f"{path}: tensor {key!r} missing (config.json expects shape {tuple(value.shape)})"
+                f"{path}: tensor {key!r} missing (the model expects shape {tuple(value.shape)})"
             )
         if tensors[key].shape != value.shape:
             raise CheckpointError(
                 f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
-                f"config.json expects {tuple(value.shape)}"
+                f"the model expects {tuple(value.shape)}"
             )
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from models import io as model_io
 from models.config import config_to_dict
+from models.errors import CheckpointError as ModelsCheckpointError
 from training.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -319,25 +320,10 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
 
 def read_weights(path: Path, module: nn.Module) -> dict[str, Tensor]:
     """The tensors of `path`, checked name by name and shape by shape against `module`'s state dict."""
-    tensors = read_tensors(path)
-    expected = module.state_dict()
-    for key, value in expected.items():
-        if key not in tensors:
-            raise CheckpointError(
-                f"{path}: tensor {key!r} missing (the model expects shape {tuple(value.shape)})"
-            )
-        if tensors[key].shape != value.shape:
-            raise CheckpointError(
-                f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
-                f"the model expects {tuple(value.shape)}"
-            )
-    unexpected = sorted(set(tensors) - set(expected))
-    if unexpected:
-        raise CheckpointError(
-            f"{path}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all), "
-            f"not in {type(module).__name__}"
-        )
-    return tensors
+    try:
+        return model_io.read_weights(path, module)
+    except ModelsCheckpointError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
