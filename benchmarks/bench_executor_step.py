@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, report, time_call
+from benchmarks.common import add_common_args, apply_threads, report, time_call
 from models.executor import Executor, ExecutorConfig
 
 COLUMNS = ("what", "device", "history", "min_ms", "median_ms", "note")
@@ -63,12 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=ExecutorConfig.n_layers)
     parser.add_argument("--number", type=int, default=40, help="step() calls per timing round")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]  # the VM is shared: a busy machine makes every row slower and noisier
+    load = apply_threads(args)
     torch.manual_seed(0)
     model = Executor(ExecutorConfig(d_model=args.d_model, n_layers=args.layers, mamba_path="auto")).eval()
     rows = measure(model, "cpu", args)

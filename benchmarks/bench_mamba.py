@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, report, time_call
+from benchmarks.common import add_common_args, apply_threads, report, time_call
 from models.kernels import kernels_available
 from models.mamba import MambaBlock, MambaConfig
 
@@ -93,12 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-state", type=int, default=16)
     parser.add_argument("--number", type=int, default=2, help="calls per timing round")
     parser.add_argument("--repeats", type=int, default=3, help="timing rounds")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]  # the VM is shared: a busy machine makes every row slower and noisier
+    load = apply_threads(args)
     rows = measure(args, "cpu")
     if torch.cuda.is_available():
         rows += measure(args, "cuda")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import add_common_args, report, time_call
+from benchmarks.common import add_common_args, apply_threads, report, time_call
 from models.layers import count_parameters
 from models.strategist import Strategist, StrategistConfig
 
@@ -120,12 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--number", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]  # the VM is shared: a busy machine makes every row slower and noisier
+    load = apply_threads(args)
     config = StrategistConfig(
         d_model=args.d_model, n_layers=args.layers, d_ff=4 * args.d_model, max_len=args.length
     )

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from benchmarks.common import add_common_args, report, time_call
+from benchmarks.common import add_common_args, apply_threads, report, time_call
 from training.loop import EMA, TrainConfig, build_optimizer, train, train_step
 
 COLUMNS = ("what", "device", "samples_per_s", "ratio_vs_bare", "median_ms")
@@ -134,11 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--number", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = torch.device(args.device)
     rows = [*step_rows(args, device), loop_row(args, device)]
     bare_ms = rows[0]["median_ms"]

@@ -69,6 +69,18 @@ def machine_summary() -> dict[str, Any]:
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 = torch's default")
+
+
+def apply_threads(args: argparse.Namespace) -> float:
+    """Apply --threads to torch; returns the 1-minute load average, since a busy shared VM slows every row."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    import os
+
+    return os.getloadavg()[0]
 
 
 def report(
