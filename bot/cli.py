@@ -23,13 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bot.demo:main", "the expert plays the Arena; writes an overlay video and prints scores"),
     "arena": ("arena.window:main", "open the Arena in a window and play it with mouse and keyboard"),
     "demos": ("bot.demos:main", "write expert demonstration episodes (video + steps + labels)"),
-    "run": ("bot.cli:not_yet", "play a game live with a policy bundle (not yet implemented)"),
-    "eval": ("bot.cli:not_yet", "measure a policy on the Arena against the expert (not yet implemented)"),
-    "record": ("bot.cli:not_yet", "record human play into episodes (not yet implemented)"),
-    "episodes": ("bot.cli:not_yet", "list / show / check recorded episodes (not yet implemented)"),
+    "run": ("bot.run:main", "play a game live through the screen, mouse and keyboard with a policy bundle"),
+    "eval": ("bot.evaluate:main", "measure a policy bundle on the Arena against the expert and a random policy"),
+    "record": ("bot.record:main", "record human play (screen + mouse + keyboard) into episodes"),
+    "episodes": ("bot.episodes:main", "list / show / check recorded episodes"),
     "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),
     "perceive": ("bot.perceive:main", "run detector + tracker + HUD + state encoder over recorded episodes"),
-    "label": ("bot.cli:not_yet", "label episodes with a vision-language model (not yet implemented)"),
+    "label": ("vlm_labeling.run:main", "label episodes with a vision-language model (OpenAI-compatible API)"),
 }
 
 
