@@ -17,14 +17,16 @@ from collections.abc import Callable
 
 from bot.errors import PilotError
 
-# name -> (module:function taking argv and returning an exit code, one-line help). Not-yet-built commands
-# point at `bot.cli:not_yet` so that they say so and exit 2 instead of pretending to work.
+# name -> (module:function taking argv and returning an exit code, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bot.demo:main", "the expert plays the Arena; writes an overlay video and prints scores"),
     "arena": ("arena.window:main", "open the Arena in a window and play it with mouse and keyboard"),
     "demos": ("bot.demos:main", "write expert demonstration episodes (video + steps + labels)"),
     "run": ("bot.run:main", "play a game live through the screen, mouse and keyboard with a policy bundle"),
-    "eval": ("bot.evaluate:main", "measure a policy bundle on the Arena against the expert and a random policy"),
+    "eval": (
+        "bot.evaluate:main",
+        "measure a policy bundle on the Arena against the expert and a random policy",
+    ),
     "record": ("bot.record:main", "record human play (screen + mouse + keyboard) into episodes"),
     "episodes": ("bot.episodes:main", "list / show / check recorded episodes"),
     "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),
@@ -38,11 +40,6 @@ def usage() -> str:
     lines = ["usage: pilot <command> [options]   (pilot <command> --help for its options)", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return "\n".join(lines)
-
-
-def not_yet(argv: list[str], command: str = "") -> int:
-    print(f"pilot {command}: not yet implemented", file=sys.stderr)
-    return 2
 
 
 def resolve(spec: str) -> Callable[..., int]:
@@ -70,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = COMMANDS[command][0]
     func = resolve(spec)
     try:
-        return int(func(rest, command) if spec == "bot.cli:not_yet" else func(rest) or 0)
+        return int(func(rest) or 0)
     except PilotError as exc:
         print(f"pilot {command}: error: {exc}", file=sys.stderr)
         return 1

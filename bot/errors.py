@@ -37,3 +37,7 @@ class DetectorError(PilotError):
 
 class PerceptionError(PilotError):
     """Stored perception output is missing, corrupt, or of another observation spec than this build's."""
+
+
+class PolicyError(PilotError):
+    """A policy bundle (bundle.json, its model folders) is missing, malformed, or does not fit this build."""

@@ -128,7 +128,7 @@ class Perception:
         self.tracker = Tracker.from_profile(profile, fps)
         self.hud_reader = HudReader(profile.hud)
         self.encoder = StateEncoder(profile, frame_size)
-        self.summarizer = Summarizer()
+        self.summarizer = Summarizer(profile.class_threats)
 
     def reset(self) -> None:
         self.tracker.reset()

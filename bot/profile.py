@@ -9,6 +9,9 @@ screen, the modes, and the tracker and detector settings. Code never hard-codes 
 perception over recordings and live play all build their components from the same profile, so the tracker
 settings of a recording and of live play cannot drift apart (original-system.md 1.4).
 
+Each class may give a `threat` in 0..1 (how dangerous one of them is, e.g. a boss 1.0, a weak NPC 0.2); the
+Strategist's summary weighs the enemies in view by it. Without one a class takes its role's DEFAULT_THREAT.
+
 Roles (one per class, so the player's own ship can never be counted as an enemy, original-system.md 1.3):
 
     player   the ship the policy flies; feeds the global player features, never the object set
@@ -36,6 +39,9 @@ PROFILE_VERSION = 1
 GAMES_DIR = Path(__file__).with_name("games")
 ROLES: tuple[str, ...] = ("player", "enemy", "loot", "portal", "neutral", "ignore")
 OBJECT_ROLES: tuple[str, ...] = ("enemy", "loot", "portal", "neutral")  # roles in the Observation object set
+# threat of a class whose profile entry gives none (the per-second summary's threat features)
+DEFAULT_THREAT: dict[str, float] = {"enemy": 0.5, "player": 0.0, "loot": 0.0, "portal": 0.0, "neutral": 0.0,
+                                    "ignore": 0.0}  # fmt: skip
 
 Rect = tuple[float, float, float, float]
 
@@ -70,12 +76,20 @@ class ClassSpec:
 
     name: str  # class name as the detector (and its dataset) spells it
     role: str  # one of ROLES
+    threat: float | None = None  # 0..1, how dangerous one of these is; None = DEFAULT_THREAT of the role
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name: expected a non-empty string, got {self.name!r}")
         if self.role not in ROLES:
             raise ValueError(f"role: expected one of {ROLES}, got {self.role!r}")
+        if self.threat is not None:
+            _check_fraction("threat", self.threat)
+
+    @property
+    def danger(self) -> float:
+        """The class's threat, or its role's default when the profile gives none."""
+        return float(self.threat) if self.threat is not None else DEFAULT_THREAT[self.role]
 
 
 @dataclass(frozen=True)
@@ -269,6 +283,11 @@ class GameProfile:
         if unknown:
             raise ValueError(f"roles: expected names from {ROLES}, got {unknown}")
         return [i for i, c in enumerate(self.classes) if c.role in roles]
+
+    @property
+    def class_threats(self) -> tuple[float, ...]:
+        """Threat (0..1) of each class in class-index order (ClassSpec.danger)."""
+        return tuple(c.danger for c in self.classes)
 
     def key_index(self, name: str) -> int:
         try:

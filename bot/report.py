@@ -29,3 +29,23 @@ def mean_std(values: Sequence[float]) -> str:
     mean = sum(values) / len(values)
     std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
     return f"{mean:.0f} ± {std:.0f}"
+
+
+def summary_row(name: str, summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One score-table row from episode summaries (arena/rollout.py `play_episode`, bot/evaluate.py)."""
+    credits = [s["score"]["credits"] for s in summaries]
+    kills = [sum(s["score"]["kills"].values()) for s in summaries]
+    modes: dict[str, int] = {}
+    for s in summaries:
+        for mode, count in s["mode_counts"].items():
+            modes[mode] = modes.get(mode, 0) + count
+    total = sum(modes.values())
+    return {
+        "policy": name,
+        "credits (mean ± std)": mean_std(credits),
+        "credits_mean": sum(credits) / len(credits),
+        "kills": mean_std(kills),
+        "boxes": mean_std([s["score"]["boxes"] for s in summaries]),
+        "deaths": mean_std([s["score"]["deaths"] for s in summaries]),
+        "modes": " ".join(f"{m[:4]} {100 * c / total:.0f}%" for m, c in modes.items()) if total else "-",
+    }

@@ -11,7 +11,8 @@ frame (positions and sizes by its width / height, distances by its diagonal, vel
 heights per second), so the numbers mean the same at any capture resolution. Time-based features use the
 frames' timestamps, not a frame count, so a 30 fps recording and a 20 Hz live loop agree.
 
-OBS_SPEC "orbit-obs" version 1: N_MAX = 32 object slots, F_OBJ = 20, F_GLOB = 24, F_SUM = 24.
+OBS_SPEC "orbit-obs" version 2: N_MAX = 32 object slots, F_OBJ = 20, F_GLOB = 24, F_SUM = 42 (version 1 had
+the same objects and globals and the first 24 summary features).
 
 Objects (`Observation.objects`, (N_MAX, F_OBJ) float32) are the tracks whose class role is enemy, loot,
 portal or neutral (never the player; "ignore" classes never reach the tracker). They are sorted by distance
@@ -96,6 +97,29 @@ Per-second summary (`Summarizer`, (F_SUM,) float32, one row per whole second of 
     21     loot_frames        fraction of observations with loot in view
     22     player_frames      fraction of observations with the player detected
     23     new_tracks         object track ids first seen this second / 10, clipped to 1
+    -- version 2: what drives a mode change (threat of what is in view, being hit), game-agnostic --
+    24     threat_max         max over the second of the highest class threat in view (profile `threat`, 0..1)
+    25     threat_sum_mean    mean of the summed threat of the objects in view / 3, clipped to 1
+    26     threat_close_mean  mean of the summed threat of the objects within CLOSE_DIST / 3, clipped
+    27     threat_last        summed threat in view at the last observation / 3, clipped
+    28     top_frames         fraction of observations with an object of the most threatening class in view
+    29     top_last           1 if the last observation has one
+    30     top_near_min       min distance to one / diagonal (1 when none)
+    31     strong_mean        mean count of objects with threat >= STRONG_THREAT in view / 5, clipped
+    32     strong_last        that count at the last observation / 5, clipped
+    33     strong_close_last  those within CLOSE_DIST at the last observation / 5, clipped
+    34     hp_hit_frames      fraction of observations with hp_rate < 0 (being hit)
+    35     shield_hit_frames  fraction of observations with shield_rate < 0
+    36     hp_rate_min        min glob hp_rate (per s, -1..1)
+    37     shield_rate_min    min glob shield_rate
+    38     hp_rate_last       glob hp_rate at the last observation
+    39     close_max          max of glob n_enemy_close
+    40     close_last         glob n_enemy_close at the last observation
+    41     n_enemy_last       glob n_enemy at the last observation
+
+Threat comes from the profile (`GameProfile.class_threats`, one number per class, by role when the profile
+gives none); "the most threatening class" is every class whose threat equals the profile's highest (> 0).
+A Summarizer built without threats (tests, tools) gives every enemy object DEFAULT_THREAT["enemy"].
 """
 
 from __future__ import annotations
@@ -108,7 +132,7 @@ import numpy as np
 
 from bot.errors import PerceptionError
 from bot.hud import HudReading
-from bot.profile import OBJECT_ROLES, GameProfile
+from bot.profile import DEFAULT_THREAT, OBJECT_ROLES, GameProfile
 from bot.tracker import Tracks
 
 OBJ_FEATURES: tuple[str, ...] = (
@@ -124,13 +148,17 @@ SUMMARY_FEATURES: tuple[str, ...] = (
     "hp_mean", "hp_min", "hp_last", "shield_mean", "shield_last", "hp_delta", "shield_delta",
     "n_enemy_mean", "n_enemy_max", "n_loot_mean", "n_portal_mean", "near_enemy_min", "near_loot_min",
     "near_portal_min", "close_mean", "map_x_last", "map_y_last", "map_speed", "cursor_travel", "clicks",
-    "enemy_frames", "loot_frames", "player_frames", "new_tracks",
+    "enemy_frames", "loot_frames", "player_frames", "new_tracks", "threat_max", "threat_sum_mean",
+    "threat_close_mean", "threat_last", "top_frames", "top_last", "top_near_min", "strong_mean",
+    "strong_last", "strong_close_last", "hp_hit_frames", "shield_hit_frames", "hp_rate_min",
+    "shield_rate_min", "hp_rate_last", "close_max", "close_last", "n_enemy_last",
 )  # fmt: skip
 N_MAX = 32
 RATE_WINDOW_S = 1.0  # s over which hp_rate / shield_rate are measured
 CLOSE_DIST = 0.25  # fraction of the frame diagonal that counts as "close" to the player
 LOST_SCALE_S = 1.0  # s that maps `lost` to 1
 AGE_SCALE_S = 10.0  # s that maps `age` to 1
+STRONG_THREAT = 0.5  # class threat from which an object counts as "strong" in the summary
 
 OBJ = {name: i for i, name in enumerate(OBJ_FEATURES)}
 GLOB = {name: i for i, name in enumerate(GLOB_FEATURES)}
@@ -142,7 +170,7 @@ class ObsSpec:
     """Name, version and layout of the Observation; written into every dataset and checkpoint."""
 
     name: str = "orbit-obs"
-    version: int = 1
+    version: int = 2
     n_max: int = N_MAX
     obj_features: tuple[str, ...] = OBJ_FEATURES
     glob_features: tuple[str, ...] = GLOB_FEATURES
@@ -323,10 +351,19 @@ class Summarizer:
     """One summary vector per whole second of observation time, for the Strategist (layout: module docstring).
 
     `add(obs)` returns the finished second's vector when `obs` is the first of a new second, else None;
-    `flush()` returns the vector of the second in progress. Live and offline use the same code path.
+    `flush()` returns the vector of the second in progress. Live and offline use the same code path
+    (bot/perceive.py `Perception` builds it with `class_threat=profile.class_threats`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, class_threat: tuple[float, ...] | list[float] | np.ndarray | None = None) -> None:
+        """`class_threat`: threat (0..1) per profile class index; None = DEFAULT_THREAT for every enemy."""
+        self._threat = None if class_threat is None else np.asarray(class_threat, np.float32)
+        if self._threat is not None and (
+            self._threat.ndim != 1 or not np.all((self._threat >= 0) & (self._threat <= 1))
+        ):
+            raise ValueError(f"class_threat: expected one number in [0, 1] per class, got {class_threat!r}")
+        top = float(self._threat.max()) if self._threat is not None and len(self._threat) else 0.0
+        self._top = self._threat >= top if top > 0 else None  # (C,) the most threatening classes
         self.reset()
 
     def reset(self) -> None:
@@ -381,7 +418,72 @@ class Summarizer:
         ids = {int(i) for o in rows for i in o.track_id[o.mask]}
         s[23] = min(len(ids - self._seen) / 10.0, 1.0)
         self._seen |= ids
+        s[24:34] = self._threat_features(rows)
+        s[34:42] = _hit_features(col)
         return s
+
+    def _threats(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        """(threat, is of a most threatening class) of each real object of `obs`."""
+        if self._threat is None:
+            threat = obs.objects[obs.mask, OBJ["is_enemy"]] * DEFAULT_THREAT["enemy"]
+            return threat, np.zeros(len(threat), bool)
+        cls = obs.cls[obs.mask]
+        known = (cls >= 0) & (cls < len(self._threat))  # a class the profile lacks counts as harmless
+        threat = np.where(known, self._threat[np.clip(cls, 0, len(self._threat) - 1)], 0.0)
+        top = (
+            known & self._top[np.clip(cls, 0, len(self._top) - 1)] if self._top is not None else known & False
+        )
+        return threat.astype(np.float32), top
+
+    def _threat_features(self, rows: list[Observation]) -> np.ndarray:
+        """Indices 24..33 of the summary: per-observation threat statistics, then over the second."""
+        per = np.zeros((len(rows), 7), np.float32)  # max, sum, close sum, top, top dist, strong, strong close
+        for i, obs in enumerate(rows):
+            threat, top = self._threats(obs)
+            dist = obs.objects[obs.mask, OBJ["dist_player"]]
+            close, strong = dist < CLOSE_DIST, threat >= STRONG_THREAT
+            per[i] = (
+                threat.max(initial=0.0),
+                threat.sum(),
+                threat[close].sum(),
+                float(top.any()),
+                min(float(dist[top].min(initial=1.0)), 1.0),
+                strong.sum(),
+                (strong & close).sum(),
+            )
+        return np.array(
+            [
+                per[:, 0].max(),
+                min(per[:, 1].mean() / 3.0, 1.0),
+                min(per[:, 2].mean() / 3.0, 1.0),
+                min(per[-1, 1] / 3.0, 1.0),
+                per[:, 3].mean(),
+                per[-1, 3],
+                per[:, 4].min(),
+                min(per[:, 5].mean() / 5.0, 1.0),
+                min(per[-1, 5] / 5.0, 1.0),
+                min(per[-1, 6] / 5.0, 1.0),
+            ],
+            np.float32,
+        )
+
+
+def _hit_features(col: dict[str, np.ndarray]) -> np.ndarray:
+    """Indices 34..41 of the summary: being hit, and the close enemies, from the global features."""
+    hp_rate, shield_rate = col["hp_rate"], col["shield_rate"]
+    return np.array(
+        [
+            (hp_rate < 0).mean(),
+            (shield_rate < 0).mean(),
+            hp_rate.min(),
+            shield_rate.min(),
+            hp_rate[-1],
+            col["n_enemy_close"].max(),
+            col["n_enemy_close"][-1],
+            col["n_enemy"][-1],
+        ],
+        np.float32,
+    )
 
 
 def _path_length(points: np.ndarray) -> float:
@@ -389,9 +491,11 @@ def _path_length(points: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) if len(points) > 1 else 0.0
 
 
-def summarize(observations: list[Observation]) -> tuple[np.ndarray, np.ndarray]:
+def summarize(
+    observations: list[Observation], class_threat: tuple[float, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(summaries (S, F_SUM), index of the last observation of each second) for a whole sequence."""
-    summarizer, vectors, ends = Summarizer(), [], []
+    summarizer, vectors, ends = Summarizer(class_threat), [], []
     for i, obs in enumerate(observations):
         vector = summarizer.add(obs)
         if vector is not None:

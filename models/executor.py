@@ -312,17 +312,27 @@ class Executor(nn.Module):
         key: Tensor,
         valid: Tensor | None = None,
         label_smoothing: float = 0.0,
+        click_pos_weight: float = 1.0,
+        key_weight: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Losses over frames where `valid` (B, T): mouse (B, T, 2) in 0..1, click (B, T), key (B, T) long.
 
+        Clicks and key taps are rare events (about 2 % and 0.4 % of Arena frames): unweighted, the heads learn
+        "never", and the bot can neither select a target nor fly. `click_pos_weight` (> 0) multiplies the loss
+        of the frames that click (BCE pos_weight) and `key_weight` (n_keys,) weighs each key class
+        (a weighted mean over the frames, as F.cross_entropy(weight=...), so the loss scale stays put).
         Returns {"loss" (sum), "mouse", "mouse_offset", "click", "key"}.
         """
         keep = torch.ones_like(key, dtype=torch.bool) if valid is None else valid  # (B, T)
         mouse_ce, offset = self.mouse.loss(
             out.mouse_logits[keep], out.mouse_offsets[keep], mouse[keep], label_smoothing
         )
-        click_loss = F.binary_cross_entropy_with_logits(out.click_logit[keep], click[keep].float())
-        key_loss = F.cross_entropy(out.key_logits[keep], key[keep], label_smoothing=label_smoothing)
+        logit = out.click_logit[keep]
+        pos_weight = torch.as_tensor(click_pos_weight, dtype=logit.dtype, device=logit.device)
+        click_loss = F.binary_cross_entropy_with_logits(
+            logit, click[keep].to(logit.dtype), pos_weight=pos_weight
+        )
+        key_loss = _weighted_key_loss(out.key_logits[keep], key[keep], key_weight, label_smoothing)
         total = mouse_ce + offset + click_loss + key_loss
         return {
             "loss": total,
@@ -331,6 +341,15 @@ class Executor(nn.Module):
             "click": click_loss,
             "key": key_loss,
         }
+
+
+def _weighted_key_loss(logits: Tensor, key: Tensor, weight: Tensor | None, label_smoothing: float) -> Tensor:
+    """Cross-entropy of logits (M, K) against key (M,), each frame weighted by its class's weight."""
+    per_frame = F.cross_entropy(logits, key, reduction="none", label_smoothing=label_smoothing)  # (M,)
+    if weight is None:
+        return per_frame.mean()
+    w = weight.to(per_frame.device, per_frame.dtype)[key]  # (M,)
+    return (per_frame * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def _sample(logits: Tensor, generator: torch.Generator | None) -> Tensor:

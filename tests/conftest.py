@@ -138,3 +138,61 @@ def arena_policy() -> Path:
 def perceived(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 perceived expert episodes of 6 s (seeds 0..2) at 320x180."""
     return make_perceived(tmp_path_factory.mktemp("perceived"), episodes=3, seconds=6, seed=0)
+
+
+def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) -> Path:
+    """A policy bundle of tiny random models in `folder`, laid out as `pilot train policy` writes it;
+    `detector` (a detector folder) is copied into it when given."""
+    import json
+
+    import torch
+
+    from bot.policy import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
+    from bot.state import OBS_SPEC
+    from models.executor import Executor, ExecutorConfig
+    from models.io import save_model
+    from models.strategist import MODES, Strategist, StrategistConfig
+    from models.tactician import Tactician, TacticianConfig
+
+    f_obj, f_glob = len(OBS_SPEC.obj_features), len(OBS_SPEC.glob_features)
+    f_sum, n_keys = len(OBS_SPEC.summary_features), len(load_profile("arena").keys)
+    torch.manual_seed(seed)
+    small = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
+    strategist = StrategistConfig(d_in=f_sum, goal_dim=8, n_modes=len(MODES), **small)
+    tactician = TacticianConfig(d_obj=f_obj, n_max=OBS_SPEC.n_max, goal_dim=8, d_ctx=f_glob, **small)
+    executor = ExecutorConfig(
+        d_frame=f_glob, goal_dim=8, d_target=f_obj, d_model=16, n_layers=1, n_keys=n_keys,
+        mouse_bins_x=4, mouse_bins_y=4,
+    )  # fmt: skip
+    models = {
+        "strategist": Strategist(strategist),
+        "tactician": Tactician(tactician),
+        "executor": Executor(executor),
+    }
+    for name, model in models.items():
+        save_model(folder / name, model)
+    record: dict = {"path": None, "copied": False}
+    if detector is not None:
+        ignore = shutil.ignore_patterns("dataset", "train", "runs")
+        shutil.copytree(detector, folder / "detector", ignore=ignore)
+        record = {"path": "detector", "copied": True}
+    bundle = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "profile": "arena",
+        "obs_spec": OBS_SPEC.to_dict(),
+        "modes": list(MODES),
+        "detector": record,
+        "models": {name: name for name in models},
+        "metrics": {},
+        "data": {},
+        "versions": {},
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle() -> Callable[..., Path]:
+    """`make_tiny_bundle(folder, detector=None, seed=0)`: a bundle of tiny random models (no training)."""
+    return make_tiny_bundle

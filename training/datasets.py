@@ -125,6 +125,8 @@ class HeuristicLabels:
     flee_hp: float = 0.3  # hp fraction under which a close enemy means FLEE
 
     def labels(self, episode_dir: Path) -> pa.Table:
+        if (Path(episode_dir) / "labels" / "heuristic.parquet").exists():  # from the actions: bot/labels.py
+            return FileLabels("heuristic").labels(episode_dir)
         p = load_perception(episode_dir)
         glob, objects, mask, track = p["glob"], p["objects"], p["mask"], p["track_id"]
         modes, targets = [], []

@@ -167,6 +167,8 @@ class ExecutorRun:
     chunk: int = 64  # frames per training sequence
     tactician_hz: float = 10.0  # rate of the Tactician decisions the Executor sees
     iou_min: float = 0.3  # see TacticianRun.iou_min (teacher-forced targets)
+    click_balance: float = 0.5  # click loss pos_weight = (no-click / click frames) ** this; 0 = unweighted
+    key_balance: float = 0.5  # key class weight = (no-key / key frames) ** this; 0 = unweighted
     strategist: Path | None = None  # Strategist checkpoint for the goals; None = mode labels
     tactician: Path | None = None  # Tactician checkpoint for target and approach; None = target labels
     threads: int = 1  # torch CPU threads, 0 = torch default; 1 was 30x faster than 2 on a busy 2-core CPU
@@ -175,6 +177,10 @@ class ExecutorRun:
     def __post_init__(self) -> None:
         _check_positive(self, "chunk", "tactician_hz", "iou_min")
         _check_threads(self)
+        for name in ("click_balance", "key_balance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"ExecutorRun.{name}: expected a number in [0, 1], got {value!r}")
         self.strategist, self.tactician = _optional_path(self.strategist), _optional_path(self.tactician)
         self.config = _optional_path(self.config)
 
@@ -276,8 +282,9 @@ def run_executor(cfg: ExecutorRun) -> int:
     from training.tasks import ExecutorTask
 
     task = ExecutorTask(
-        cfg.data, cfg.model, cfg.chunk, cfg.strategist, cfg.tactician, cfg.tactician_hz, cfg.iou_min
-    )
+        cfg.data, cfg.model, cfg.chunk, cfg.strategist, cfg.tactician, cfg.tactician_hz, cfg.iou_min,
+        cfg.click_balance, cfg.key_balance,
+    )  # fmt: skip
     return run_training(task, cfg.train)
 
 
@@ -381,4 +388,6 @@ def train_detector() -> int:
 
 
 def finetune_vlm() -> int:
-    sys.exit(_not_yet("finetune_vlm"))
+    from training.finetune import main as finetune
+
+    sys.exit(finetune())

@@ -3,7 +3,10 @@
     StrategistTask  summaries (B, T, F_SUM) -> mode per second      eval: mode_acc, mode_f1_* (best: mode_acc)
     TacticianTask   objects + goal + glob   -> target slot, approach eval: target_acc, approach_mse
     ExecutorTask    glob + goal/target/approach per frame -> mouse, click, key
-                                                                    eval: mouse_px, click_f1, key_acc
+                                                  eval: mouse_px, click_f1(_near), key_acc(_pressed)
+
+Clicks and key taps are rare (about 2 % and 0.4 % of Arena frames); the Executor's loss weighs them by
+(negatives / positives) ** balance, fitted on the training split (`click_balance`, `key_balance`).
 
 Upstream context (goal, target, approach) for the Tactician and the Executor comes from trained upstream
 checkpoints when given (`strategist=`, `tactician=`: what the live bot will feed them) and from the labels
@@ -288,8 +291,12 @@ class ExecutorTask(_EpisodeTask):
         tactician: Path | None = None,
         tactician_hz: float = 10.0,
         iou_min: float = 0.3,
+        click_balance: float = 0.5,
+        key_balance: float = 0.5,
     ) -> None:
         super().__init__(data, iou_min)
+        self.click_balance, self.key_balance = click_balance, key_balance
+        self.click_pos_weight, self.key_weight = 1.0, None  # set from the training split (_fit_weights)
         self.strategist_dir, self.tactician_dir = strategist, tactician
         self.strategist = load_model(strategist, "Strategist") if strategist else None
         self.tactician = load_model(tactician, "Tactician") if tactician else None
@@ -329,7 +336,18 @@ class ExecutorTask(_EpisodeTask):
         _fit_normalizer(model.norm_frame, np.concatenate([e.glob for e in train]))
         _fit_normalizer(model.norm_target, np.concatenate([e.extra["target"] for e in train]))
         model.fit_mouse_bins(torch.from_numpy(np.concatenate([e.mouse for e in train])).clamp(0, 1))
+        self._fit_weights(train)
         return model
+
+    def _fit_weights(self, train: list[EpisodeArrays]) -> None:
+        """Rare-event weights from the training split: (negatives / positives) ** balance, 1 when absent."""
+        clicks = np.concatenate([e.click for e in train])
+        self.click_pos_weight = rare_weight(int((~clicks).sum()), int(clicks.sum()), self.click_balance)
+        keys = np.bincount(np.concatenate([e.key for e in train]), minlength=self.model_cfg.n_keys)
+        none = int(keys[0])
+        self.key_weight = torch.tensor(
+            [1.0] + [rare_weight(none, int(n), self.key_balance) for n in keys[1:]], dtype=torch.float32
+        )
 
     def train_dataset(self) -> ExecutorDataset:
         return ExecutorDataset(self.episodes()[0], self.chunk)
@@ -346,10 +364,14 @@ class ExecutorTask(_EpisodeTask):
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         out = self._forward(model, batch)
-        parts = unwrap_model(model).loss(
-            out, batch["mouse"].clamp(0, 1), batch["click"], batch["key"], batch["valid"]
-        )
+        parts = self._losses(unwrap_model(model), out, batch)
         return parts["loss"], {k: v.detach() for k, v in parts.items() if k != "loss"}
+
+    def _losses(self, executor: Executor, out: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return executor.loss(
+            out, batch["mouse"].clamp(0, 1), batch["click"], batch["key"], batch["valid"],
+            click_pos_weight=self.click_pos_weight, key_weight=self.key_weight,
+        )  # fmt: skip
 
     def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> dict[str, float]:
         executor = unwrap_model(model)
@@ -357,7 +379,7 @@ class ExecutorTask(_EpisodeTask):
         for batch in batches:
             out = self._forward(model, batch)
             keep = batch["valid"]
-            parts = executor.loss(out, batch["mouse"].clamp(0, 1), batch["click"], batch["key"], keep)
+            parts = self._losses(executor, out, batch)
             losses.append(float(parts["loss"].detach()))
             action = executor.decode(out)
             pred_xy.append(action.mouse[keep].float().cpu())
@@ -366,26 +388,57 @@ class ExecutorTask(_EpisodeTask):
             clicks.append(batch["click"][keep].cpu())
             key_logits.append(out.key_logits[keep].float().cpu())
             keys.append(batch["key"][keep].cpu())
-        key_true = torch.cat(keys)
+        key_true, key_logit = torch.cat(keys), torch.cat(key_logits)
         logit, clicked = torch.cat(click_logit), torch.cat(clicks)
         return {
             # clicks are ~2 % of Arena frames: F1 at the best logit threshold shows if they rank well
             "click_f1_tuned": max(
-                _nan_to(click_f1(logit > t, clicked)) for t in (-3.0, -2.0, -1.0, 0.0, 1.0)
+                _nan_to(click_f1(logit > t, clicked)) for t in (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
             ),
             "loss": float(np.mean(losses)),
             "mouse_px": mouse_error_px(torch.cat(pred_xy), torch.cat(true_xy), self._frame_size),
             "click_f1": _nan_to(click_f1(logit, clicked)),
-            "key_acc": key_accuracy(torch.cat(key_logits), key_true),
-            "key_acc_pressed": _nan_to(
-                key_accuracy(torch.cat(key_logits)[key_true > 0], key_true[key_true > 0])
-            ),
+            # a click a few frames early or late does the same in the game: F1 with +-CLICK_SLACK frames
+            "click_f1_near": near_f1((logit > 0).numpy(), clicked.numpy(), CLICK_SLACK),
+            "click_rate": float(clicked.float().mean()),
+            "click_pred_rate": float((logit > 0).float().mean()),
+            "key_acc": key_accuracy(key_logit, key_true),
+            "key_acc_pressed": _nan_to(key_accuracy(key_logit[key_true > 0], key_true[key_true > 0])),
+            "key_f1_near": near_f1((key_logit.argmax(-1) > 0).numpy(), (key_true > 0).numpy(), CLICK_SLACK),
         }
 
     def metadata(self) -> Mapping[str, Any]:
         return {**super().metadata(), "chunk": self.chunk, "frame_size": list(self._frame_size),
                 "goal_source": str(self.strategist_dir) if self.strategist_dir else "labels",
-                "target_source": str(self.tactician_dir) if self.tactician_dir else "labels"}  # fmt: skip
+                "target_source": str(self.tactician_dir) if self.tactician_dir else "labels",
+                "click_pos_weight": self.click_pos_weight,
+                "key_weight": None if self.key_weight is None else self.key_weight.tolist()}  # fmt: skip
+
+
+CLICK_SLACK = 3  # frames a click (or key tap) may be early or late for click_f1_near / key_f1_near
+
+
+def rare_weight(negatives: int, positives: int, balance: float) -> float:
+    """(negatives / positives) ** balance: 0 = unweighted, 1 = fully balanced; 1.0 when a side is empty."""
+    if positives <= 0 or negatives <= 0:
+        return 1.0
+    return float((negatives / positives) ** balance)
+
+
+def near_f1(pred: np.ndarray, true: np.ndarray, slack: int) -> float:
+    """F1 of rare events (bool (N,) in frame order) where an event within +-slack frames counts as a hit.
+
+    Precision: share of predicted events with a true one within slack; recall: share of true events with a
+    predicted one within slack. 0 when either side has none (a head that never fires scores 0).
+    """
+    pred, true = np.asarray(pred, bool), np.asarray(true, bool)
+    if not pred.any() or not true.any():
+        return 0.0
+    kernel = np.ones(2 * slack + 1)
+    near_true = np.convolve(true, kernel, mode="same") > 0
+    near_pred = np.convolve(pred, kernel, mode="same") > 0
+    precision, recall = float(near_true[pred].mean()), float(near_pred[true].mean())
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def _nan_to(value: float, default: float = 0.0) -> float:
@@ -395,6 +448,8 @@ def _nan_to(value: float, default: float = 0.0) -> float:
 
 __all__ = [
     "ExecutorTask",
+    "near_f1",
+    "rare_weight",
     "StrategistTask",
     "TacticianTask",
     "strategist_goals",

@@ -12,13 +12,22 @@ decides (default: a valid EXPLORE answer). Every request is recorded (path, head
 the server counts the requests in flight. A reply can wait (`delay_s`), drop the connection without
 answering (`drop`), or drop it and then take the whole server down (`die`), after which every connection is
 refused.
+
+`GroundTruthPolicy` answers like a VLM that sees the truth, for end-to-end labelling and fine-tuning tests: it
+finds the key frame by the sha256 of its image bytes in a map the test builds (image hash -> true mode and
+target box), answers the true mode, or with probability `noise` a wrong one (with a lower confidence), and
+names the listed track whose box overlaps the true target's box most.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import random
+import re
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,3 +223,126 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base class)
         pass  # keep test output clean
+
+
+# ----------------------------------------------------------------------------------------------- ground truth
+
+_OBJECT_LINE = re.compile(r"id=(-?\d+) class=\S+ box=\[(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]")
+_MODES = ("FIGHT", "LOOT", "FLEE", "EXPLORE", "CAUTIOUS")  # schema.MODES; kept literal: stdlib-only module
+
+
+def image_sha256s(request: RecordedRequest) -> list[str]:
+    """sha256 of every image sent in the request's messages, in order (the key frame is the last)."""
+    hashes = []
+    for message in (request.body or {}).get("messages", []):
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            url = part.get("image_url", {}).get("url", "") if part.get("type") == "image_url" else ""
+            if url.startswith("data:") and "," in url:
+                hashes.append(hashlib.sha256(base64.b64decode(url.split(",", 1)[1])).hexdigest())
+    return hashes
+
+
+def listed_objects(request: RecordedRequest) -> dict[int, tuple[float, float, float, float]]:
+    """Track id -> box of the objects the prompt lists (the text the client renders from TrackedObject)."""
+    text = json.dumps((request.body or {}).get("messages", []))
+    return {int(m[1]): tuple(float(v) for v in m.groups()[1:]) for m in _OBJECT_LINE.finditer(text)}
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What a perfect labeller would say about one key frame."""
+
+    mode: str
+    target_box: tuple[float, float, float, float] | None = None  # true target's box in key-frame px
+
+
+class GroundTruthPolicy:
+    """A `FakeVLMServer` policy answering from `truth` (key-frame image sha256 -> Truth) with `noise`.
+
+    The wrong-or-right draw is seeded by (seed, image hash), so a frame gets the same answer however requests
+    are ordered or retried. `asked` counts requests per key-frame hash (what a rerun must not repeat).
+    """
+
+    def __init__(
+        self,
+        truth: dict[str, Truth],
+        noise: float = 0.0,
+        seed: int = 0,
+        confidence: tuple[float, float] = (0.75, 0.95),
+        wrong_confidence: tuple[float, float] = (0.3, 0.6),
+    ):
+        self.truth, self.noise, self.seed = truth, noise, seed
+        self.confidence, self.wrong_confidence = confidence, wrong_confidence
+        self.asked: Counter[str] = Counter()
+        self.wrong: set[str] = set()  # hashes answered with a wrong mode
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        hashes = image_sha256s(request)
+        key = hashes[-1] if hashes else ""
+        with self._lock:
+            self.asked[key] += 1
+        truth = self.truth.get(key)
+        if truth is None:
+            return error_reply(400, f"fake VLM: unknown key frame {key[:12]}")
+        rng = random.Random(f"{self.seed}/{key}")
+        mode, confidence = truth.mode, rng.uniform(*self.confidence)
+        if rng.random() < self.noise:
+            mode = rng.choice([m for m in _MODES if m != truth.mode])
+            confidence = rng.uniform(*self.wrong_confidence)
+            with self._lock:
+                self.wrong.add(key)
+        target = _best_overlap(truth.target_box, listed_objects(request))
+        return answer_reply(mode=mode, confidence=round(confidence, 3), target_id=target,
+                            rationale=f"fake VLM: {mode.lower()}")  # fmt: skip
+
+
+def _best_overlap(
+    box: tuple[float, ...] | None, objects: dict[int, tuple[float, float, float, float]]
+) -> int | None:
+    """The listed track whose box has the highest IoU (>= 0.3) with `box`, else None."""
+    best, best_iou = None, 0.3
+    for track_id, other in objects.items() if box is not None else ():
+        ix = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
+        iy = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
+        inter = ix * iy
+        union = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - inter
+        iou = inter / union if union > 0 else 0.0
+        if iou >= best_iou:
+            best, best_iou = track_id, iou
+    return best
+
+
+def truth_from_labels(root: Any, labels: str = "expert", config: Any = None) -> dict[str, Truth]:
+    """The `GroundTruthPolicy` map for the episodes under `root`: key-frame image sha256 -> Truth from
+    labels/<labels>.parquet, target boxes from the steps' `gt_objects` (Arena episodes).
+
+    Key frames are planned and encoded exactly as `pilot label` does with `config` (a run.LabelConfig;
+    None = its defaults), so the hashes match what the server receives. Imports lazily: the server itself
+    needs only the standard library.
+    """
+    from pathlib import Path
+
+    from bot.episode import find_episodes, open_episode
+    from vlm_labeling.images import encode_image
+    from vlm_labeling.run import LabelConfig, plan_episode, requests
+
+    config = config or LabelConfig(data=Path(root))
+    truth: dict[str, Truth] = {}
+    for path in find_episodes(root):
+        episode = open_episode(path)
+        by_frame = {row["frame"]: row for row in episode.labels(labels).to_pylist()}
+        steps = episode.steps()
+        gt = steps.column("gt_objects").to_pylist() if "gt_objects" in steps.column_names else None
+        for request in requests(plan_episode(path, config)):
+            frame = int(request.request_id.rsplit("/", 1)[1])
+            row = by_frame[frame]
+            box = None
+            if row["target_id"] is not None and gt is not None:
+                hit = next((o for o in gt[frame] or [] if o["id"] == row["target_id"]), None)
+                box = None if hit is None else (hit["x1"], hit["y1"], hit["x2"], hit["y2"])
+            image = encode_image(request.key_frame, config.client_config().image_format, config.jpeg_quality,
+                                 config.max_image_side)  # fmt: skip
+            truth[image.sha256] = Truth(row["mode"], box)
+    return truth

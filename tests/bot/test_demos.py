@@ -12,6 +12,7 @@ from arena import spec
 from arena.env import ArenaConfig, ArenaEnv
 from bot import demo, demos
 from bot.episode import open_episode
+from bot.errors import PilotError
 
 SMALL = dict(width=320, height=180, zoom=0.25, fps=30)
 
@@ -79,15 +80,33 @@ def test_config_errors_name_the_option() -> None:
         demos.DemosConfig(skill_min=0.9, skill_max=0.5)
 
 
-def test_pilot_demo_writes_overlay_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--out", str(tmp_path), "--seconds", "1", "--eval-seeds", "1", "--eval-seconds", "2"]
-    assert demo.main(argv + ["--width", "320", "--height", "180"]) == 0
+def test_pilot_demo_plays_the_bot_and_prints_the_table(
+    tiny_bundle, arena_detector: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tiny_bundle(tmp_path / "bundle", arena_detector)
+    argv = ["--policy", str(bundle), "--out", str(tmp_path), "--window", "off", "--episodes", "1"]
+    assert demo.main(argv + ["--seconds", "2", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| expert" in out and "| random" in out and "expert / random credits" in out
+    assert "| bot" in out and "| expert" in out and "| random" in out and "overlay video" in out
     import av
 
     with av.open(str(tmp_path / "overlay.mp4")) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) == 30 and frames[0].shape == (180, 320, 3)
+        frames = sum(1 for _ in container.decode(video=0))
+    assert 60 <= frames <= 61  # 2 s at 30 fps (+ the reset frame)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [row["policy"] for row in summary["comparison"]] == ["expert", "random"]
+    assert summary["live"] is None and set(summary["eval"]["policies"]) == {"bot", "expert", "random"}
+    assert "bot_expert_ratio" in summary["eval"]
+
+
+def test_pilot_demo_without_a_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PilotError, match="no bundle.json"):
+        demo.main(["--policy", str(tmp_path), "--window", "off"])
+
+
+@pytest.mark.display
+def test_display_detection(xvfb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert demo.display_available()
+    monkeypatch.setenv("DISPLAY", ":199")  # nothing listens there
+    assert not demo.display_available()
+    monkeypatch.delenv("DISPLAY")
+    assert not demo.display_available()

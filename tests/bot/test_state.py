@@ -10,8 +10,9 @@ import pytest
 import bot.state as state
 from bot.errors import PerceptionError
 from bot.hud import HudReading
-from bot.profile import load_profile
+from bot.profile import DEFAULT_THREAT, load_profile
 from bot.state import (
+    CLOSE_DIST,
     GLOB,
     N_MAX,
     OBJ,
@@ -63,7 +64,7 @@ def test_shapes_and_padding() -> None:
     assert obs.mask.sum() == 4  # the player is not an object
     assert not obs.objects[~obs.mask].any()
     assert (obs.track_id[~obs.mask] == 0).all() and (obs.cls[~obs.mask] == -1).all()
-    assert obs.spec == "orbit-obs/1"
+    assert obs.spec == "orbit-obs/2"
 
 
 def test_player_goes_to_the_globals_never_to_the_objects() -> None:
@@ -164,3 +165,54 @@ def test_spec_check_refuses_other_versions() -> None:
         OBS_SPEC.check({**OBS_SPEC.to_dict(), "version": 0}, "x")
     with pytest.raises(PerceptionError, match="different layout"):
         OBS_SPEC.check({**OBS_SPEC.to_dict(), "n_max": 8}, "x")
+
+
+def summary_of(rows, hp: list[float], threat=PROFILE.class_threats) -> np.ndarray:
+    """The one summary of a second of 10 observations of `rows` with these hp values (t = 0.0 .. 0.9)."""
+    encoder, live = StateEncoder(PROFILE, (1280, 720)), Summarizer(threat)
+    for i, value in enumerate(hp):
+        live.add(
+            encoder.encode(
+                make_tracks(rows), HudReading({"hp": value, "shield": 1.0}), (0.5, 0.5), False, i / 10
+            )
+        )
+    return live.flush()
+
+
+S = {name: i for i, name in enumerate(OBS_SPEC.summary_features)}
+
+
+def test_summary_threat_follows_the_profile_classes() -> None:
+    boss = [SCENE[0], (5, "npc_boss", (700, 340, 800, 420))]
+    scouts = [SCENE[0], SCENE[1], (8, "npc_scout", (200, 100, 232, 132))]
+    with_boss, with_scouts = summary_of(boss, [1.0] * 10), summary_of(scouts, [1.0] * 10)
+    assert with_boss[S["threat_max"]] == pytest.approx(1.0)
+    assert with_boss[S["top_frames"]] == 1.0 and with_boss[S["top_last"]] == 1.0
+    assert with_boss[S["top_near_min"]] < CLOSE_DIST
+    assert with_boss[S["strong_close_last"]] == pytest.approx(0.2)  # one strong enemy close / 5
+    assert with_scouts[S["threat_max"]] == pytest.approx(0.2)
+    assert with_scouts[S["threat_sum_mean"]] == pytest.approx(0.4 / 3)
+    assert with_scouts[S["top_frames"]] == 0.0 and with_scouts[S["top_near_min"]] == 1.0
+    assert with_scouts[S["strong_mean"]] == 0.0
+    # without profile threats every enemy weighs the role default and no class is "the strongest"
+    default = summary_of(boss, [1.0] * 10, threat=None)
+    assert (
+        default[S["threat_max"]] == pytest.approx(DEFAULT_THREAT["enemy"]) and default[S["top_frames"]] == 0
+    )
+
+
+def test_summary_being_hit_features() -> None:
+    falling = summary_of(SCENE, [1.0 - 0.05 * i for i in range(10)])
+    steady = summary_of(SCENE, [0.8] * 10)
+    assert falling[S["hp_hit_frames"]] == pytest.approx(0.9)  # every frame after the first
+    assert falling[S["hp_rate_min"]] == pytest.approx(-0.5, abs=1e-5)
+    assert falling[S["hp_rate_last"]] == pytest.approx(-0.5, abs=1e-5)
+    assert steady[S["hp_hit_frames"]] == 0.0 and steady[S["hp_rate_min"]] == 0.0
+    assert falling[S["shield_hit_frames"]] == 0.0
+    assert falling[S["close_last"]] == pytest.approx(0.2)  # the raider is close, the scout is not
+    assert falling[S["n_enemy_last"]] == pytest.approx(0.2)
+
+
+def test_summarizer_refuses_bad_threats() -> None:
+    with pytest.raises(ValueError, match="class_threat"):
+        Summarizer([0.5, 1.5])

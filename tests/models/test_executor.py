@@ -127,6 +127,32 @@ def test_loss_components_and_gradients():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
 
 
+def test_click_pos_weight_and_key_weights_weigh_the_rare_events():
+    model = tiny().eval()
+    out = model(*sequence())
+    mouse = torch.rand(2, 13, 2)
+    click = torch.zeros(2, 13, dtype=torch.bool)
+    click[0, 3] = True
+    key = torch.zeros(2, 13, dtype=torch.long)
+    key[1, 5] = 2
+    plain = model.loss(out, mouse, click, key)
+    same = model.loss(out, mouse, click, key, click_pos_weight=1.0, key_weight=torch.ones(4))
+    torch.testing.assert_close(plain["click"], same["click"])
+    torch.testing.assert_close(plain["key"], same["key"])
+    weighted = model.loss(
+        out, mouse, click, key, click_pos_weight=10.0, key_weight=torch.tensor([1.0, 1, 50, 1])
+    )
+    # the one click frame's loss counts 10 times: the BCE mean grows by 9 / 26 of that frame's loss
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out.click_logit[0, 3], torch.tensor(1.0))
+    torch.testing.assert_close(weighted["click"], plain["click"] + 9 * bce / 26)
+    # key: a weighted mean, so the pressed frame (weight 50 of 75) dominates
+    ce = torch.nn.functional.cross_entropy(out.key_logits.reshape(-1, 4), key.reshape(-1), reduction="none")
+    w = torch.ones(26)
+    w[13 + 5] = 50.0
+    torch.testing.assert_close(weighted["key"], (ce * w).sum() / w.sum())
+    torch.testing.assert_close(weighted["mouse"], plain["mouse"])
+
+
 def test_decode_greedy_and_sampled():
     model = tiny()
     with torch.no_grad():

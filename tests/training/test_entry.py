@@ -134,3 +134,12 @@ def test_policy_trains_in_order_and_writes_a_bundle(perceived: Path, tmp_path: P
     assert meta["goal_source"].endswith("strategist/best") or meta["goal_source"].endswith("strategist/last")
     executor = json.loads((out / "runs" / "executor" / "last" / "config.json").read_text())["metadata"]
     assert "tactician" in executor["target_source"]
+
+
+@pytest.mark.parametrize("name", ["click_balance", "key_balance"])
+def test_executor_rare_event_balance_is_validated(name: str) -> None:
+    from training.entry import ExecutorRun
+
+    assert getattr(ExecutorRun(**{name: 1.0}), name) == 1.0
+    with pytest.raises(ValueError, match=f"ExecutorRun.{name}: expected a number in \\[0, 1\\], got 1.5"):
+        ExecutorRun(**{name: 1.5})

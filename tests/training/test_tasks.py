@@ -16,7 +16,14 @@ from models.strategist import StrategistConfig
 from models.tactician import TacticianConfig
 from training.datasets import DataConfig, FileLabels, load_episode
 from training.loop import Task, TrainConfig, train
-from training.tasks import ExecutorTask, StrategistTask, TacticianTask, strategist_goals
+from training.tasks import (
+    ExecutorTask,
+    StrategistTask,
+    TacticianTask,
+    near_f1,
+    rare_weight,
+    strategist_goals,
+)
 
 SMALL_S = StrategistConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, goal_dim=8)
 SMALL_T = TacticianConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, goal_dim=8)
@@ -65,8 +72,27 @@ def test_tactician_task_with_strategist_goals(perceived: Path, tmp_path: Path) -
 
 def test_executor_task(perceived: Path) -> None:
     task = ExecutorTask(_data(perceived), SMALL_E, chunk=32)
-    _check_task(task, {"loss", "mouse_px", "click_f1", "key_acc"})
+    _check_task(task, {"loss", "mouse_px", "click_f1", "click_f1_near", "key_acc", "key_f1_near"})
     assert task.model_cfg.n_keys == 4  # the Arena's none, attack, repair, boost
+    train_clicks = np.concatenate([e.click for e in task.episodes()[0]])
+    rate = train_clicks.mean()
+    assert 0 < rate < 0.5
+    assert task.click_pos_weight == pytest.approx(((1 - rate) / rate) ** 0.5, rel=1e-4)
+    assert task.key_weight is not None and task.key_weight[0] == 1.0 and len(task.key_weight) == 4
+    assert task.metadata()["click_pos_weight"] == task.click_pos_weight
+
+
+def test_rare_weight_and_near_f1() -> None:
+    assert rare_weight(98, 2, 1.0) == pytest.approx(49.0)
+    assert rare_weight(98, 2, 0.0) == 1.0 and rare_weight(98, 0, 0.5) == 1.0
+    true = np.zeros(40, bool)
+    true[[10, 30]] = True
+    late = np.roll(true, 2)  # both clicks two frames late
+    assert near_f1(late, true, 3) == 1.0 and near_f1(late, true, 1) == 0.0
+    half = np.zeros(40, bool)
+    half[[10, 20]] = True  # one hit, one false alarm
+    assert near_f1(half, true, 0) == pytest.approx(0.5)
+    assert near_f1(np.zeros(40, bool), true, 3) == 0.0
 
 
 def test_strategist_goals_are_causal(perceived: Path) -> None:

@@ -1,0 +1,172 @@
+"""Training throughput of the three policy models (samples/s and frames/s of one optimizer step) here.
+
+    .venv/bin/python -m benchmarks.bench_training                 # CPU, the shipped settings, fp32
+    .venv/bin/python -m benchmarks.bench_training --json --threads 1
+    .venv/bin/python -m benchmarks.bench_training --device cuda   # + bf16 autocast and torch.compile rows
+
+Each row times the shared loop's `train_step` (forward + backward + clipping + AdamW step; training/loop.py)
+of one model at the model size and batch of its `pilot train` entry point (training/entry.py defaults,
+which the shipped bundle uses), on random inputs of the right shapes (the data path is not timed: the
+datasets are in memory). A sample is what one dataset item is: a Strategist window of `history` seconds, a
+Tactician decision, an Executor chunk of `chunk` frames; `steps_per_s` are per-second summaries / decisions /
+frames per second, the unit the data is counted in. Rows for bf16 autocast and torch.compile run only on CUDA
+(skipped with a note on a CPU, where bf16 autocast is slower and compile adds minutes of start-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks.common import add_common_args, apply_threads, report, time_call
+from bot.state import OBS_SPEC
+from models.executor import Executor
+from models.strategist import MODES, Strategist
+from models.tactician import Tactician
+from training.entry import ExecutorRun, StrategistRun, TacticianRun
+from training.loop import TrainConfig, build_optimizer, train_step
+
+COLUMNS = ("model", "variant", "device", "batch", "samples_per_s", "steps_per_s", "median_ms", "params")
+F_OBJ, F_GLOB, F_SUM = (
+    len(OBS_SPEC.obj_features),
+    len(OBS_SPEC.glob_features),
+    len(OBS_SPEC.summary_features),
+)
+
+
+class _Bench:
+    """A minimal Task (training/loop.py) calling the model's own loss on a prepared batch."""
+
+    name = "bench"
+
+    def __init__(self, loss: Callable[[nn.Module, dict[str, Tensor]], Tensor]) -> None:
+        self._loss = loss
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        return self._loss(model, batch), {}
+
+
+def strategist_case(device: torch.device) -> tuple[nn.Module, dict[str, Tensor], _Bench, int, int]:
+    run = StrategistRun()
+    model = Strategist(type(run.model)(**{**run.model.__dict__, "d_in": F_SUM, "n_modes": len(MODES)}))
+    b, t = run.train.batch_size, run.history
+    batch = {"x": torch.randn(b, t, F_SUM), "modes": torch.randint(0, len(MODES), (b, t))}
+    task = _Bench(lambda m, x: m.loss(m(x["x"]), x["modes"], run.label_smoothing))
+    return model, batch, task, b, b * t
+
+
+def tactician_case(device: torch.device) -> tuple[nn.Module, dict[str, Tensor], _Bench, int, int]:
+    run = TacticianRun()
+    cfg = {**run.model.__dict__, "d_obj": F_OBJ, "n_max": OBS_SPEC.n_max, "d_ctx": F_GLOB}
+    model = Tactician(type(run.model)(**cfg))
+    b, n = run.train.batch_size, OBS_SPEC.n_max
+    batch = {
+        "objects": torch.randn(b, n, F_OBJ),
+        "valid": torch.arange(n).expand(b, n) < torch.randint(1, n + 1, (b, 1)),
+        "goal": torch.randn(b, run.model.goal_dim),
+        "context": torch.randn(b, F_GLOB),
+        "target": torch.randint(0, 2, (b,)),
+        "approach": torch.randn(b, 2),
+    }
+
+    def loss(m: nn.Module, x: dict[str, Tensor]) -> Tensor:
+        return m.loss(m(x["objects"], x["valid"], x["goal"], x["context"]), x["target"], x["approach"])
+
+    return model, batch, _Bench(loss), b, b
+
+
+def executor_case(device: torch.device) -> tuple[nn.Module, dict[str, Tensor], _Bench, int, int]:
+    run = ExecutorRun()
+    cfg = {**run.model.__dict__, "d_frame": F_GLOB, "d_target": F_OBJ, "approach_dim": 2, "n_keys": 4}
+    model = Executor(type(run.model)(**cfg))
+    model.fit_mouse_bins(torch.rand(4096, 2))
+    b, t, goal = run.train.batch_size, run.chunk, run.model.goal_dim
+    batch = {
+        "frame": torch.randn(b, t, F_GLOB),
+        "goal": torch.randn(b, t, goal),
+        "target": torch.randn(b, t, F_OBJ),
+        "approach": torch.randn(b, t, 2),
+        "mouse": torch.rand(b, t, 2),
+        "click": torch.rand(b, t) < 0.02,
+        "key": torch.randint(0, 4, (b, t)),
+    }
+    weight = torch.tensor([1.0, 10.0, 10.0, 10.0], device=device)
+
+    def loss(m: nn.Module, x: dict[str, Tensor]) -> Tensor:
+        out = m(x["frame"], x["goal"], x["target"], x["approach"])
+        core = m._orig_mod if hasattr(m, "_orig_mod") else m
+        parts = core.loss(out, x["mouse"], x["click"], x["key"], click_pos_weight=7.0, key_weight=weight)
+        return parts["loss"]
+
+    return model, batch, _Bench(loss), b, b * t
+
+
+CASES = {"strategist": strategist_case, "tactician": tactician_case, "executor": executor_case}
+
+
+def variants(device: torch.device) -> list[tuple[str, bool, bool]]:
+    """(name, bf16, compile) to run on this device."""
+    if device.type != "cuda":
+        return [("fp32", False, False)]
+    return [("fp32", False, False), ("bf16", True, False), ("bf16+compile", True, True)]
+
+
+def bench_row(name: str, variant: tuple[str, bool, bool], device: torch.device, args: Any) -> dict[str, Any]:
+    label, bf16, compiled = variant
+    torch.manual_seed(0)
+    model, batch, task, samples, steps = CASES[name](device)
+    model = model.to(device).train()
+    batch = {k: v.to(device) for k, v in batch.items()}
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-4), device)
+    forward = torch.compile(model) if compiled else model
+    autocast = (
+        functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+        if bf16
+        else contextlib.nullcontext
+    )
+
+    def step() -> None:
+        train_step(forward, task, optimizer, [batch], clip_norm=1.0, autocast=autocast)
+
+    timing = time_call(step, number=args.number, repeats=args.repeats, warmup=3 if not compiled else 5)
+    per_s = 1000.0 / timing["median_ms"]
+    return {
+        "model": name,
+        "variant": label,
+        "device": device.type,
+        "batch": samples,
+        "samples_per_s": round(samples * per_s, 1),
+        "steps_per_s": round(steps * per_s),
+        "params": sum(p.numel() for p in model.parameters()),
+        **{k: round(v, 2) for k, v in timing.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--number", type=int, default=5, help="optimizer steps per timing round")
+    parser.add_argument("--repeats", type=int, default=3, help="timing rounds")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    load = apply_threads(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device visible")
+    device = torch.device(args.device)
+    rows = [bench_row(name, v, device, args) for name in args.models for v in variants(device)]
+    notes = {"load_1min": load}
+    if device.type != "cuda":
+        notes["skipped"] = "bf16 and bf16+compile rows run only with --device cuda (no CUDA here)"
+    report("training throughput of the policy models (one optimizer step)", rows, COLUMNS, args.json, **notes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
