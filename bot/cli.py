@@ -1,9 +1,10 @@
 """`pilot`: the one command line of Orbit Pilot. Each subcommand's code is imported only when it runs, so
 `pilot --help` stays instant and the live runtime never imports training code it does not use.
 
-    pilot demo                   the expert plays the Arena: overlay video + score table (the main job)
-    pilot arena                  play the Arena yourself in a window
-    pilot demos --out DIR ...    write expert demonstration episodes
+    pilot demo                   the bot plays the Arena with the shipped policy (the main job)
+    pilot run --policy DIR       play a game live through the screen, mouse and keyboard
+    pilot eval --policy DIR      measure a policy on the Arena against the expert and a random policy
+    pilot record --game arena    record human play into episodes
     pilot <command> --help       the options of one command
 """
 
@@ -19,7 +20,10 @@ from bot.errors import PilotError
 
 # name -> (module:function taking argv and returning an exit code, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("bot.demo:main", "the expert plays the Arena; writes an overlay video and prints scores"),
+    "demo": (
+        "bot.demo:main",
+        "the bot plays the Arena with the shipped policy (window + eval + overlay video)",
+    ),
     "arena": ("arena.window:main", "open the Arena in a window and play it with mouse and keyboard"),
     "demos": ("bot.demos:main", "write expert demonstration episodes (video + steps + labels)"),
     "run": ("bot.run:main", "play a game live through the screen, mouse and keyboard with a policy bundle"),

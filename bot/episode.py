@@ -329,11 +329,34 @@ class EpisodeWriter:
         self.close()
 
 
-def write_labels(episode_dir: Path | str, source: str, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write (replace) labels/<source>.parquet of an existing episode, atomically."""
+TARGET_IDS = (
+    "arena",
+    "track",
+)  # what a label file's target_id means: Arena object ids or perception track ids
+
+
+def target_id_space(table: pa.Table, default: str) -> str:
+    """The id space a labels table declares (schema metadata "target_ids"), else `default` (older files)."""
+    space = (table.schema.metadata or {}).get(b"target_ids", default.encode()).decode()
+    if space not in TARGET_IDS:
+        raise EpisodeError("labels", f"target_ids {space!r}, expected one of {list(TARGET_IDS)}")
+    return space
+
+
+def write_labels(
+    episode_dir: Path | str, source: str, rows: Sequence[dict[str, Any]], target_ids: str = "track"
+) -> Path:
+    """Write (replace) labels/<source>.parquet of an existing episode, atomically.
+
+    `target_ids` says what the target ids are ("track": perception track ids, e.g. a VLM choosing among the
+    tracks of its prompt; "arena": the Arena's object ids, from ground truth), so a dataset maps them right.
+    """
+    if target_ids not in TARGET_IDS:
+        raise ValueError(f"target_ids: expected one of {list(TARGET_IDS)}, got {target_ids!r}")
     path = Path(episode_dir) / "labels" / f"{source}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(list(rows), schema=LABEL_SCHEMA)
+    table = table.replace_schema_metadata({"target_ids": target_ids})
     tmp = path.with_suffix(".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)

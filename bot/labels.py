@@ -312,7 +312,8 @@ def label_episode(
 ) -> Path:
     """Write labels/heuristic.parquet of one episode (replacing an older one); returns its path."""
     rows = heuristic_labels(episode_dir, profile, cfg)
-    return write_labels(episode_dir, SOURCE, rows)
+    space = "arena" if "gt_objects" in open_episode(episode_dir).steps().column_names else "track"
+    return write_labels(episode_dir, SOURCE, rows, target_ids=space)  # the ids scene_objects used
 
 
 def compare(rows: list[dict[str, Any]], truth: dict[str, list], modes: list[str]) -> dict[str, Any]:

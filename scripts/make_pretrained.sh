@@ -9,7 +9,7 @@
 #   bash scripts/make_pretrained.sh                                   # everything (detector included)
 #   DETECTOR=data/detectors/arena bash scripts/make_pretrained.sh     # reuse a trained detector folder
 #
-#   EPISODES=24 HELDOUT=6 SECONDS=120   demo episodes (seeds 0.., held-out seeds 2000..) and their length
+#   EPISODES=24 HELDOUT=6 EPISODE_SECONDS=120  demo episodes (seeds 0.., held-out seeds 2000..) and their length
 #   WIDTH=640 HEIGHT=360 ZOOM=0.5       capture size; zoom 0.5 at 640x360 shows the 1280x720 world area
 #   WORKERS=2 THREADS=1                 demo processes; torch / detector threads
 #   WORK=data/make_pretrained           where recordings, the detector and the training runs go
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 EPISODES=${EPISODES:-24}
 HELDOUT=${HELDOUT:-6}
-SECONDS_PER_EPISODE=${SECONDS:-120}
+SECONDS_PER_EPISODE=${EPISODE_SECONDS:-120}
 WIDTH=${WIDTH:-640}
 HEIGHT=${HEIGHT:-360}
 ZOOM=${ZOOM:-0.5}
@@ -69,7 +69,8 @@ echo "== 5/5 bundle -> $OUT (without runs/)"
 rm -rf "$OUT.tmp"
 mkdir -p "$(dirname "$OUT")"
 cp -r "$runs" "$OUT.tmp"
-rm -rf "$OUT.tmp/runs" "$OUT.tmp/detector/train" "$OUT.tmp/detector/dataset"
+# the ONNX detector only (ONNX Runtime is the live runtime): best.pt would add 5 MB of pickle
+rm -rf "$OUT.tmp/runs" "$OUT.tmp/detector/train" "$OUT.tmp/detector/dataset" "$OUT.tmp/detector/best.pt"
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
 du -sh "$OUT"

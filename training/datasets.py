@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bot.episode import find_episodes, open_episode
+from bot.episode import find_episodes, open_episode, target_id_space
 from bot.perceive import load_perception
 from bot.state import GLOB, OBJ, OBS_SPEC
 from models.strategist import IGNORE_INDEX, MODES
@@ -285,7 +285,10 @@ def load_episode(
     mode = np.array([index[names[j]] if j >= 0 else IGNORE_INDEX for j in li], np.int64)
     labelled = np.flatnonzero(li >= 0)
     ids = table.column("target_id").to_pylist()
-    use_gt = isinstance(source, FileLabels) and "gt_objects" in steps.column_names
+    has_gt = "gt_objects" in steps.column_names
+    # files without the marker are the Arena expert's (Arena ids); rules on perception give track ids
+    space = target_id_space(table, "arena" if isinstance(source, FileLabels) and has_gt else "track")
+    use_gt = has_gt and space == "arena"
     gt = steps.column("gt_objects").take(pa.array(at[labelled])).to_pylist() if use_gt else None
     size = (episode.meta.width, episode.meta.height)
     slots = np.full(len(frames), IGNORE_INDEX, np.int64)

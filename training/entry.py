@@ -169,6 +169,9 @@ class ExecutorRun:
     iou_min: float = 0.3  # see TacticianRun.iou_min (teacher-forced targets)
     click_balance: float = 0.5  # click loss pos_weight = (no-click / click frames) ** this; 0 = unweighted
     key_balance: float = 0.5  # key class weight = (no-key / key frames) ** this; 0 = unweighted
+    ignore_cursor: bool = (
+        True  # blind the Executor to the previous cursor (copycat problem, training/tasks.py)
+    )
     strategist: Path | None = None  # Strategist checkpoint for the goals; None = mode labels
     tactician: Path | None = None  # Tactician checkpoint for target and approach; None = target labels
     threads: int = 1  # torch CPU threads, 0 = torch default; 1 was 30x faster than 2 on a busy 2-core CPU
@@ -283,7 +286,7 @@ def run_executor(cfg: ExecutorRun) -> int:
 
     task = ExecutorTask(
         cfg.data, cfg.model, cfg.chunk, cfg.strategist, cfg.tactician, cfg.tactician_hz, cfg.iou_min,
-        cfg.click_balance, cfg.key_balance,
+        cfg.click_balance, cfg.key_balance, cfg.ignore_cursor,
     )  # fmt: skip
     return run_training(task, cfg.train)
 

@@ -15,7 +15,7 @@ Tactician without --tactician) were trained on the base Strategist's goal embedd
 the record lists them as "unchanged_models" (retrain them with `train_executor --strategist BUNDLE2/...`).
 
 VLM target ids are track ids (the VLM chose among the tracked objects listed in its prompt), so the label
-source here maps them onto Observation slots by track id, never as Arena object ids.
+file says so (bot/episode.py write_labels), and the dataset maps them onto slots by track id.
 
 Held-out split: `--val-data`, else the same seeded `--val-fraction` of the episodes as the training entry
 points (training/datasets.py `split_episodes`), so fine-tuning on the data the bundle was trained on holds out
@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 import tyro
 from torch import nn
@@ -162,26 +161,12 @@ class FinetuneRun:
 # ------------------------------------------------------------------------------------------------ labels
 
 
-@dataclass
-class TrackIdLabels:
-    """labels/<name>.parquet with confidence >= min_confidence; target ids are TRACK ids (VLM answers).
-
-    Not a FileLabels on purpose: training/datasets.py reads a FileLabels target id as an Arena object id when
-    the episode has ground truth, and a VLM never sees Arena ids, only the track ids of its prompt.
-    """
-
-    name: str
-    min_confidence: float = 0.0
-
-    def labels(self, episode_dir: Path) -> pa.Table:
-        return FileLabels(self.name, self.min_confidence).labels(episode_dir)
-
-
-def vlm_source(spec: str) -> TrackIdLabels:
+def vlm_source(spec: str) -> FileLabels:
+    """The VLM labels file; its target ids are track ids (`pilot label` marks the file so: write_labels)."""
     source = label_source(spec)
     if not isinstance(source, FileLabels):
         raise FinetuneError(f"--labels: expected a labels file name such as vlm-<model>, got {spec!r}")
-    return TrackIdLabels(source.name, source.min_confidence)
+    return source
 
 
 def label_counts(paths: list[Path], name: str, min_confidence: float) -> dict[str, int]:
@@ -277,7 +262,7 @@ class _VLMEpisodes:
     """Episode loading with the VLM label source (track-id targets) instead of DataConfig.labels."""
 
     data: DataConfig
-    source: TrackIdLabels
+    source: FileLabels
     iou_min: float
 
     def episodes(self) -> tuple[list[EpisodeArrays], list[EpisodeArrays]]:

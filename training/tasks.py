@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bot.state import OBS_SPEC
+from bot.state import GLOB, OBJ, OBS_SPEC
 from models.executor import Executor, ExecutorConfig
 from models.io import load_model
 from models.strategist import IGNORE_INDEX, MODES, Strategist, StrategistConfig
@@ -53,6 +53,22 @@ from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_p
 
 def _fit_normalizer(norm: nn.Module, samples: np.ndarray) -> None:
     norm.fit(torch.from_numpy(samples.reshape(-1, samples.shape[-1])))
+
+
+MUTED_STD = 1e9  # a Normalizer std that maps any feature value to ~0: the feature is ignored, live too
+
+
+def _mute(norm: nn.Module, columns: list[int]) -> None:
+    """Make the model blind to these input columns, in training and live (the statistics ship with it).
+
+    Why (Executor): the cursor of the previous action predicts the next one almost perfectly in the
+    expert's smooth mouse paths, so a model that sees it learns "stay where you are" (the copycat problem of
+    behavioural cloning) and, playing on its own, never leaves the start position (measured: 0 clicks in
+    30 s with the cursor at the centre). Blind to it, the mouse must come from the target and the state.
+    """
+    with torch.no_grad():
+        norm.mean[columns] = 0.0
+        norm.std[columns] = MUTED_STD
 
 
 class _EpisodeTask:
@@ -293,9 +309,10 @@ class ExecutorTask(_EpisodeTask):
         iou_min: float = 0.3,
         click_balance: float = 0.5,
         key_balance: float = 0.5,
+        ignore_cursor: bool = True,
     ) -> None:
         super().__init__(data, iou_min)
-        self.click_balance, self.key_balance = click_balance, key_balance
+        self.click_balance, self.key_balance, self.ignore_cursor = click_balance, key_balance, ignore_cursor
         self.click_pos_weight, self.key_weight = 1.0, None  # set from the training split (_fit_weights)
         self.strategist_dir, self.tactician_dir = strategist, tactician
         self.strategist = load_model(strategist, "Strategist") if strategist else None
@@ -337,6 +354,9 @@ class ExecutorTask(_EpisodeTask):
         _fit_normalizer(model.norm_target, np.concatenate([e.extra["target"] for e in train]))
         model.fit_mouse_bins(torch.from_numpy(np.concatenate([e.mouse for e in train])).clamp(0, 1))
         self._fit_weights(train)
+        if self.ignore_cursor:
+            _mute(model.norm_frame, [GLOB["cursor_x"], GLOB["cursor_y"]])
+            _mute(model.norm_target, [OBJ["dx_cursor"], OBJ["dy_cursor"], OBJ["under_cursor"]])
         return model
 
     def _fit_weights(self, train: list[EpisodeArrays]) -> None:
@@ -411,7 +431,7 @@ class ExecutorTask(_EpisodeTask):
         return {**super().metadata(), "chunk": self.chunk, "frame_size": list(self._frame_size),
                 "goal_source": str(self.strategist_dir) if self.strategist_dir else "labels",
                 "target_source": str(self.tactician_dir) if self.tactician_dir else "labels",
-                "click_pos_weight": self.click_pos_weight,
+                "click_pos_weight": self.click_pos_weight, "ignore_cursor": self.ignore_cursor,
                 "key_weight": None if self.key_weight is None else self.key_weight.tolist()}  # fmt: skip
 
 

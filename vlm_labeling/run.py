@@ -441,7 +441,7 @@ def label_episode(
             rows.append({"frame": frames[result.request_id], "mode": answer.mode,
                          "target_id": answer.target_id, "confidence": answer.confidence,
                          "rationale": answer.rationale})  # fmt: skip
-    write_labels(inputs.episode.dir, cfg.labels_name, rows)
+    write_labels(inputs.episode.dir, cfg.labels_name, rows, target_ids="track")
     _write_record(inputs.episode, cfg, client, summary)
     return summary
 

@@ -104,6 +104,30 @@ def test_expert_targets_map_to_tracked_slots(perceived: Path) -> None:
             assert ep.mask[rows, ep.target_slot[rows] - 1].all()
 
 
+def test_track_id_labels_map_by_track_id_even_with_arena_ground_truth(episode_copy: Path) -> None:
+    """A labels file marked "track" (a VLM's, say) is never read as Arena ids, though the episode has them."""
+    from bot.episode import write_labels
+    from bot.perceive import load_perception
+
+    p = load_perception(episode_copy)
+    rows = []
+    for r in range(len(p)):
+        valid = np.flatnonzero(p["mask"][r])
+        track = int(p["track_id"][r, valid[-1]]) if len(valid) else None  # the farthest object's track
+        rows.append({"frame": int(p["frame"][r]), "mode": "FIGHT", "target_id": track})
+    write_labels(episode_copy, "vlm-test", rows, target_ids="track")
+    ep = load_episode(episode_copy, label_source("vlm-test"))
+    for r, row in enumerate(rows):
+        if row["target_id"] is None:
+            assert ep.target_slot[r] == 0
+        else:
+            assert ep.track_id[r, ep.target_slot[r] - 1] == row["target_id"]
+    write_labels(episode_copy, "vlm-test", rows, target_ids="arena")  # the same numbers read as Arena ids
+    assert not np.array_equal(
+        load_episode(episode_copy, label_source("vlm-test")).target_slot, ep.target_slot
+    )
+
+
 def test_strategist_inputs_do_not_depend_on_labels(episode_copy: Path) -> None:
     before = load_episode(episode_copy, FileLabels("expert"))
     n = pq.read_table(episode_copy / "labels" / "expert.parquet").num_rows

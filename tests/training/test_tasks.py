@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bot.episode import find_episodes
+from bot.state import GLOB, OBJ
 from models.executor import ExecutorConfig
 from models.io import save_model
 from models.strategist import StrategistConfig
@@ -80,6 +81,20 @@ def test_executor_task(perceived: Path) -> None:
     assert task.click_pos_weight == pytest.approx(((1 - rate) / rate) ** 0.5, rel=1e-4)
     assert task.key_weight is not None and task.key_weight[0] == 1.0 and len(task.key_weight) == 4
     assert task.metadata()["click_pos_weight"] == task.click_pos_weight
+
+
+def test_executor_is_blind_to_the_previous_cursor(perceived: Path) -> None:
+    blind = ExecutorTask(_data(perceived), SMALL_E, chunk=32).build_model()
+    seeing = ExecutorTask(_data(perceived), SMALL_E, chunk=32, ignore_cursor=False).build_model()
+    frame = torch.rand(3, len(GLOB))
+    moved = frame.clone()
+    moved[:, [GLOB["cursor_x"], GLOB["cursor_y"]]] = 1.0 - moved[:, [GLOB["cursor_x"], GLOB["cursor_y"]]]
+    torch.testing.assert_close(blind.norm_frame(frame), blind.norm_frame(moved), atol=1e-8, rtol=0)
+    assert not torch.allclose(seeing.norm_frame(frame), seeing.norm_frame(moved))
+    target = torch.rand(3, len(OBJ))
+    shifted = target.clone()
+    shifted[:, OBJ["dx_cursor"]] += 0.5
+    torch.testing.assert_close(blind.norm_target(target), blind.norm_target(shifted), atol=1e-8, rtol=0)
 
 
 def test_rare_weight_and_near_f1() -> None:
