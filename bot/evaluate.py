@@ -32,14 +32,14 @@ import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tyro
 
 from bot.errors import PilotError
+from bot.policy import SNAP_BOXES, PolicyBundle, PolicyRunner
 from bot.policy import STAGES as POLICY_STAGES
-from bot.policy import PolicyBundle, PolicyRunner
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,13 @@ class EvalConfig:
     fps: int = 30  # game frames per second
     tactician_hz: float = 10.0  # Tactician decisions per game second (as trained)
     sample: bool = False  # sample actions and targets instead of taking the most likely
+    snap: float = SNAP_BOXES  # aim at the target's centre within this many box sizes of it (0 = off)
     runtime: str = "auto"  # detector runtime: auto, onnx, torch
     threads: int = 1  # torch and detector threads per process (1 is fastest on a shared CPU)
     baselines: bool = True  # also play the expert and the random policy on the same seeds
+    # how decisions reach the game: "humanised" = pilot run's input driver (paths, click on arrival, key
+    # repeat filter) ticked in game time; "direct" = the decision is the frame's action as is
+    hand: Literal["humanised", "direct"] = "humanised"
 
     def __post_init__(self) -> None:
         self.policy = Path(self.policy)
@@ -140,7 +144,17 @@ class BotPlayer:
         self.cfg = cfg
         self.bundle = PolicyBundle.load(cfg.policy)
         self.detector = self.bundle.detector(cfg.runtime, cfg.threads)
-        self.runner = PolicyRunner(self.bundle, cfg.tactician_hz, cfg.sample, seed=0)
+        self.runner = PolicyRunner(self.bundle, cfg.tactician_hz, cfg.sample, seed=0, snap=cfg.snap)
+
+    def _hand(self, size: tuple[int, int], fps: float, seed: int) -> Any:
+        """pilot run's input driver in game time (None with --hand direct)."""
+        if self.cfg.hand == "direct":
+            return None
+        from bot.input import LockstepHand
+
+        profile = self.bundle.profile
+        keys = [k.key or "" if i else "" for i, k in enumerate(profile.keys)]
+        return LockstepHand(size, fps, keys, list(profile.hud.panels.values()), seed=seed)
 
     def play(self, seed: int, overlay: Path | None = None, progress: Any = None) -> dict[str, Any]:
         """One lock-step episode -> arena/rollout.py's summary + calls, ms, ran per stage (and frame)."""
@@ -152,6 +166,7 @@ class BotPlayer:
         perception = Perception(self.bundle.profile, self.detector, source.size, source.fps)
         self.runner.reset()
         video = _video(overlay, cfg)
+        hand = self._hand(source.size, source.fps, seed)
         cursor, click, path = (0.5, 0.5), False, deque(maxlen=12)
         ms, ran, modes = defaultdict(list), defaultdict(list), Counter()
         try:
@@ -166,7 +181,11 @@ class BotPlayer:
                 step = perception.step(frame.image, cursor, click, frame.t)
                 decision = self.runner.act(step)
                 total = (time.perf_counter() - mark) * 1000.0
-                action = decision.action()
+                action = (
+                    decision.action()
+                    if hand is None
+                    else hand.action(decision.mouse, decision.click, decision.key)
+                )
                 source.apply(action)
                 cursor, click = (action["mouse"][0], action["mouse"][1]), bool(action["click"])
                 for stage, value in {**step.ms, **decision.ms, "total": total, "arena": arena_ms}.items():

@@ -53,6 +53,7 @@ from bot.input import (
     InputError,
     PynputBackend,
     RecordingBackend,
+    hud_no_click,
 )
 from bot.overlay import OverlayState, draw_overlay
 from bot.profile import GameProfile
@@ -92,6 +93,9 @@ class RunConfig:
     runtime: str = "auto"  # detector runtime: auto, onnx, torch
     threads: int = 0  # detector threads (0 = the runtime's default)
     tactician_hz: float = 10.0  # Tactician decisions per second
+    snap: float = (
+        2.0  # aim at the chosen target's centre within this many box sizes (= bot.policy.SNAP_BOXES)
+    )
     start_key: str = "f9"  # hotkey: start / resume
     pause_key: str = "f10"  # hotkey: pause / resume
     kill_key: str = "f12"  # hotkey: stop all input for good and end the run
@@ -312,7 +316,7 @@ class LiveRun:
                 f"--game: the bundle {self.cfg.policy} plays {bundle.profile.name!r}, got {self.cfg.game!r}"
             )
         detector = bundle.detector(self.cfg.runtime, self.cfg.threads)
-        runner = PolicyRunner(bundle, tactician_hz=self.cfg.tactician_hz)
+        runner = PolicyRunner(bundle, tactician_hz=self.cfg.tactician_hz, snap=self.cfg.snap)
         return bundle.profile, detector, runner, Perception
 
     def _source_config(self, profile: GameProfile) -> MssConfig:
@@ -330,10 +334,7 @@ class LiveRun:
         left, top, width, height = region
         centre = (left + width // 2, top + height // 2)
         backend = RecordingBackend(centre, max_events=10_000) if self.cfg.dry_run else PynputBackend(keys)
-        no_click = [
-            (left + x1 * width, top + y1 * height, left + x2 * width, top + y2 * height)
-            for x1, y1, x2, y2 in profile.hud.panels.values()
-        ]
+        no_click = hud_no_click(list(profile.hud.panels.values()), region)
         return InputDriver(backend, region, InputConfig(seed=self.cfg.seed), no_click=no_click)
 
     def _hotkeys(self, driver: InputDriver) -> Hotkeys | None:

@@ -374,6 +374,31 @@ def target_features(episode: EpisodeArrays, slots: np.ndarray) -> np.ndarray:
     return padded[np.arange(len(slots)), s]
 
 
+def click_destinations(
+    mouse: np.ndarray, click: np.ndarray, fps: float, horizon_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Executor targets as the live hand uses them: where the next click lands, and whether one is coming.
+
+    mouse (R, 2) cursor per row, click (R,) -> destination (R, 2), intent (R,) bool: for a row whose next
+    click (at or after it) comes within `horizon_s`, the destination is that click's point and intent is
+    True; otherwise the destination is the cursor `horizon_s` later (where the hand drifts to) and False.
+    Why: the next frame's cursor is almost the current one on a person's smooth paths, so predicting it
+    teaches "stay where you are"; the live InputDriver (bot/input.py) draws the path itself and clicks once
+    it has arrived, so the policy only has to say where and whether.
+    """
+    rows, horizon = len(mouse), max(1, round(horizon_s * fps))
+    clicks = np.flatnonzero(click)
+    nxt = np.searchsorted(clicks, np.arange(rows), side="left")  # (R,) index of the next click
+    if len(clicks):
+        at = np.where(nxt < len(clicks), clicks[np.minimum(nxt, len(clicks) - 1)], rows)  # (R,) its row
+    else:
+        at = np.full(rows, rows)
+    intent = (at < rows) & (at - np.arange(rows) <= horizon)
+    later = np.minimum(np.arange(rows) + horizon, rows - 1)
+    dest = np.where(intent[:, None], mouse[np.minimum(at, rows - 1)], mouse[later])
+    return dest.astype(np.float32), intent
+
+
 def set_teacher_context(episode: EpisodeArrays, goal_dim: int) -> None:
     """Goal, target and approach from the labels (no upstream checkpoints): see the module docstring."""
     slots = np.where(episode.target_slot >= 0, episode.target_slot, 0)

@@ -172,6 +172,9 @@ class ExecutorRun:
     ignore_cursor: bool = (
         True  # blind the Executor to the previous cursor (copycat problem, training/tasks.py)
     )
+    # mouse/click targets: the next click's point and "a click is coming" within this many s (the live hand
+    # draws the path and clicks on arrival); 0 = the next frame's cursor and click (copies the cursor)
+    click_horizon_s: float = 2.0
     strategist: Path | None = None  # Strategist checkpoint for the goals; None = mode labels
     tactician: Path | None = None  # Tactician checkpoint for target and approach; None = target labels
     threads: int = 1  # torch CPU threads, 0 = torch default; 1 was 30x faster than 2 on a busy 2-core CPU
@@ -179,6 +182,10 @@ class ExecutorRun:
 
     def __post_init__(self) -> None:
         _check_positive(self, "chunk", "tactician_hz", "iou_min")
+        if not (isinstance(self.click_horizon_s, int | float) and self.click_horizon_s >= 0):
+            raise ValueError(
+                f"ExecutorRun.click_horizon_s: expected a number >= 0, got {self.click_horizon_s!r}"
+            )
         _check_threads(self)
         for name in ("click_balance", "key_balance"):
             value = getattr(self, name)
@@ -286,7 +293,7 @@ def run_executor(cfg: ExecutorRun) -> int:
 
     task = ExecutorTask(
         cfg.data, cfg.model, cfg.chunk, cfg.strategist, cfg.tactician, cfg.tactician_hz, cfg.iou_min,
-        cfg.click_balance, cfg.key_balance, cfg.ignore_cursor,
+        cfg.click_balance, cfg.key_balance, cfg.ignore_cursor, cfg.click_horizon_s,
     )  # fmt: skip
     return run_training(task, cfg.train)
 

@@ -40,6 +40,7 @@ from training.datasets import (
     ExecutorDataset,
     StrategistDataset,
     TacticianDataset,
+    click_destinations,
     collate_executor,
     collate_strategist,
     load_episodes,
@@ -310,9 +311,11 @@ class ExecutorTask(_EpisodeTask):
         click_balance: float = 0.5,
         key_balance: float = 0.5,
         ignore_cursor: bool = True,
+        click_horizon_s: float = 2.0,
     ) -> None:
         super().__init__(data, iou_min)
         self.click_balance, self.key_balance, self.ignore_cursor = click_balance, key_balance, ignore_cursor
+        self.click_horizon_s = click_horizon_s
         self.click_pos_weight, self.key_weight = 1.0, None  # set from the training split (_fit_weights)
         self.strategist_dir, self.tactician_dir = strategist, tactician
         self.strategist = load_model(strategist, "Strategist") if strategist else None
@@ -346,6 +349,8 @@ class ExecutorTask(_EpisodeTask):
                 ep.extra["goal"] = strategist_goals(self.strategist, ep)
             if self.tactician is not None:
                 tactician_context(self.tactician, ep, self.tactician_hz)
+            if self.click_horizon_s > 0:  # targets = the next click's point and "a click is coming"
+                ep.mouse, ep.click = click_destinations(ep.mouse, ep.click, ep.fps, self.click_horizon_s)
 
     def build_model(self) -> nn.Module:
         train, _ = self.episodes()
@@ -432,6 +437,7 @@ class ExecutorTask(_EpisodeTask):
                 "goal_source": str(self.strategist_dir) if self.strategist_dir else "labels",
                 "target_source": str(self.tactician_dir) if self.tactician_dir else "labels",
                 "click_pos_weight": self.click_pos_weight, "ignore_cursor": self.ignore_cursor,
+                "click_horizon_s": self.click_horizon_s,
                 "key_weight": None if self.key_weight is None else self.key_weight.tolist()}  # fmt: skip
 
 

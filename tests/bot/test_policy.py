@@ -264,3 +264,15 @@ def test_runners_sharing_a_bundle_keep_their_own_state(perceived: Path, bundle_d
     a, b = PolicyRunner(bundle), PolicyRunner(bundle)
     mixed = [(a.act(sa).mouse, b.act(sb).mouse) for sa, sb in zip(a_steps, b_steps)]
     assert [m[0] for m in mixed] == alone[0] and [m[1] for m in mixed] == alone[1]
+
+
+def test_snap_aims_at_the_chosen_target_only_when_the_point_is_near_it() -> None:
+    from bot.policy import OBJ_INDEX, snap_to_target
+
+    target = np.zeros(F_OBJ, np.float32)
+    for name, value in {"x": 0.5, "y": 0.4, "w": 0.02, "h": 0.03}.items():
+        target[OBJ_INDEX[name]] = value
+    assert snap_to_target((0.52, 0.43), target, 2.0) == pytest.approx((0.5, 0.4))
+    assert snap_to_target((0.6, 0.4), target, 2.0) == pytest.approx((0.6, 0.4))  # aims elsewhere: kept
+    assert snap_to_target((0.52, 0.43), target, 0.0) == pytest.approx((0.52, 0.43))  # off
+    assert snap_to_target((0.52, 0.43), np.zeros(F_OBJ, np.float32), 2.0) == pytest.approx((0.52, 0.43))

@@ -200,3 +200,17 @@ def test_executor_chunks_cover_the_episode_and_pad(perceived: Path) -> None:
     batch = collate_executor([ds[0], ds[len(ds) - 1]])
     assert batch["frame"].shape[:2] == batch["valid"].shape and batch["valid"][0].all()
     assert not batch["valid"][1].all()
+
+
+def test_click_destinations_point_at_the_next_click_within_the_horizon() -> None:
+    from training.datasets import click_destinations
+
+    mouse = np.stack([np.linspace(0, 1, 10), np.zeros(10)], axis=1).astype(np.float32)  # (10, 2)
+    click = np.zeros(10, bool)
+    click[4] = True
+    dest, intent = click_destinations(mouse, click, fps=1.0, horizon_s=3.0)
+    assert intent.tolist() == [False, True, True, True, True] + [False] * 5  # row 0: the click is 4 s away
+    assert np.allclose(dest[1:5], mouse[4])  # where the click lands, not the next cursor
+    assert np.allclose(dest[0], mouse[3]) and np.allclose(dest[8], mouse[9])  # drift: the cursor 3 s later
+    none, no_intent = click_destinations(mouse, np.zeros(10, bool), fps=1.0, horizon_s=3.0)
+    assert not no_intent.any() and np.allclose(none[-1], mouse[-1])

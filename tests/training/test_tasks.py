@@ -72,7 +72,7 @@ def test_tactician_task_with_strategist_goals(perceived: Path, tmp_path: Path) -
 
 
 def test_executor_task(perceived: Path) -> None:
-    task = ExecutorTask(_data(perceived), SMALL_E, chunk=32)
+    task = ExecutorTask(_data(perceived), SMALL_E, chunk=32, click_horizon_s=0.0)  # raw per-frame clicks
     _check_task(task, {"loss", "mouse_px", "click_f1", "click_f1_near", "key_acc", "key_f1_near"})
     assert task.model_cfg.n_keys == 4  # the Arena's none, attack, repair, boost
     train_clicks = np.concatenate([e.click for e in task.episodes()[0]])
@@ -81,6 +81,17 @@ def test_executor_task(perceived: Path) -> None:
     assert task.click_pos_weight == pytest.approx(((1 - rate) / rate) ** 0.5, rel=1e-4)
     assert task.key_weight is not None and task.key_weight[0] == 1.0 and len(task.key_weight) == 4
     assert task.metadata()["click_pos_weight"] == task.click_pos_weight
+
+
+def test_executor_targets_are_click_destinations_by_default(perceived: Path) -> None:
+    raw = ExecutorTask(_data(perceived), SMALL_E, chunk=32, click_horizon_s=0.0).episodes()[0]
+    task = ExecutorTask(_data(perceived), SMALL_E, chunk=32)
+    for before, after in zip(raw, task.episodes()[0]):
+        clicks = np.flatnonzero(before.click)
+        assert after.click[clicks].all() and after.click.mean() > before.click.mean()  # "a click is coming"
+        for c in clicks:  # the frames just before a click aim where it lands
+            assert np.allclose(after.mouse[max(c - 3, 0) : c + 1], before.mouse[c])
+    assert task.metadata()["click_horizon_s"] == 2.0
 
 
 def test_executor_is_blind_to_the_previous_cursor(perceived: Path) -> None:
