@@ -13,7 +13,8 @@ minimap, fly to that map point; space toggles the attack, 1 repairs, 2 boosts (s
     {"t": 1.234, "frame": 37, "type": "mousedown", "pos": [640, 300], "button": 1}
     {"t": 1.301, "frame": 39, "type": "keydown", "key": "space"}
 with t in seconds since the first frame; tests use it to prove that the bot's input arrived where it aimed.
-On exit (window closed, --seconds reached, SIGTERM or SIGINT) the final info["score"] goes to --score-out.
+On exit (window closed, --seconds reached, SIGTERM or SIGINT) the final info["score"] goes to --score-out,
+with "effects": how often each game event happened (select, attack_on, box, kill:..., hit_player, ...).
 Once the first frame is on screen, "arena window ready WIDTHxHEIGHT" is written to stderr.
 """
 
@@ -26,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -192,7 +193,7 @@ def run_window(cfg: WindowConfig) -> dict[str, Any]:
         _EventLog(cfg.event_log),
         pygame.time.Clock(),
     )
-    stop = [False]
+    stop, effects = [False], Counter()
     previous = _install_stop_handlers(stop)
     start = None
     try:
@@ -202,6 +203,7 @@ def run_window(cfg: WindowConfig) -> dict[str, Any]:
             if not _pump(queue, events_log, t, env.world.frame) or (cfg.seconds and t >= cfg.seconds):
                 break
             _, _, _, _, info = env.step(queue.next_action())
+            effects.update(info["events"])
             screen.blit(env.render_surface(), (0, 0))
             pygame.display.flip()
             if start is None:
@@ -213,10 +215,11 @@ def run_window(cfg: WindowConfig) -> dict[str, Any]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         events_log.close()
-        _write_score(cfg.score_out, info["score"])
+        score = {**info["score"], "effects": dict(effects)}
+        _write_score(cfg.score_out, score)
         pygame.display.quit()
     log.info("window closed after %d frames; score %s", env.world.frame, info["score"])
-    return info["score"]
+    return score
 
 
 def _write_score(path: Path | None, score: dict[str, Any]) -> None:

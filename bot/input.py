@@ -400,6 +400,10 @@ class InputDriver:
         with self._send_lock:
             self._release_held_locked()
 
+    def hand(self) -> tuple[tuple[int, int] | None, int]:
+        """Where the pointer was last put or found (screen px; None before the first tick), clicks sent."""
+        return self._last_sent, self.stats.clicks
+
     def injected_recently(self, key: str, within_s: float = 1.0) -> bool:
         """True if the driver pressed `key` in the last `within_s` seconds (Hotkeys ignore those)."""
         pressed = self._recent_keys.get(key)

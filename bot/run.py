@@ -11,8 +11,9 @@ Moving the mouse by hand also pauses it. Every key and button is released on eve
 errors, exceptions.
 `--dry-run` does everything except send input (the driver records what it would have sent).
 
-The cursor and click fed to perception are the bot's own last commanded ones (what the policy was trained
-with: the action's cursor, not a pointer read back from the OS). Once a second a status line logs fps,
+The cursor and click fed to perception are what the bot's hand did before the frame: where the driver last put
+the pointer and whether it clicked (a recording holds a person's actual cursor and clicks, not their aim; a
+pointer moved by a person pauses the bot). Once a second a status line logs fps,
 per-stage latency p50/p95 in ms (capture, detect, track, hud, encode, strategist, tactician, executor, total
 = frame grab to the target handed to the input thread; input = frame grab to the first input event sent),
 mode, target, actions/s and clamps. `--summary FILE` writes the run's totals and latency percentiles as JSON.
@@ -294,7 +295,8 @@ class LiveRun:
         self.latency = Latency()
         self.modes: Counter[str] = Counter()
         self.frames, self.dropped = 0, 0
-        self.cursor, self.click = (0.5, 0.5), False  # the last commanded action (region fractions)
+        self.cursor, self.click = (0.5, 0.5), False  # what the hand did before this frame (region fractions)
+        self._clicks_seen = 0
         self.last_decision: Any = None
         self._stop_event = threading.Event()
 
@@ -478,6 +480,7 @@ class LiveRun:
     def _act(self, frame: Frame, origin: float, perception, runner, driver: InputDriver, profile) -> str:
         grabbed = origin + frame.t
         self.latency.add("capture", (time.monotonic() - grabbed) * 1000.0)
+        self.cursor, self.click = self._observed_hand(driver)
         step = perception.step(frame.image, self.cursor, self.click, frame.t)
         decision = runner.act(step)
         left, top, width, height = driver.region
@@ -490,12 +493,26 @@ class LiveRun:
                 continue
             if stage in self.latency.run:
                 self.latency.add(stage, ms)
-        self.cursor, self.click = (x, y), bool(decision.click)
         self.frames += 1
         self.dropped = frame.dropped
         self.modes[decision.mode or "-"] += 1
         self.last_decision = (step, decision)
         return f"{'paused' if driver.paused else 'active'} {decision.mode or '-'} target {decision.target_id}"
+
+    def _observed_hand(self, driver: InputDriver) -> tuple[tuple[float, float], bool]:
+        """The cursor and click perception sees: what the hand did since the last frame, as in a recording.
+
+        Not the policy's aim: the Executor aims at where the next click lands and the driver draws the path,
+        while every model was trained on a person's actual cursor and actual clicks.
+        """
+        point, clicks = driver.hand()
+        clicked, self._clicks_seen = clicks > self._clicks_seen, clicks
+        if point is None:
+            return self.cursor, clicked
+        left, top, width, height = driver.region
+        x = min(1.0, max(0.0, (point[0] - left) / width))
+        y = min(1.0, max(0.0, (point[1] - top) / height))
+        return (x, y), clicked
 
     def _status(self, frames: int, actions: int, driver: InputDriver, seconds: float) -> None:
         while driver.stats.latency_ms:

@@ -76,7 +76,13 @@ def test_headless_run_writes_score(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     score = run_window(
         WindowConfig(width=320, height=180, seconds=0.3, score_out=out, event_log=tmp_path / "e.jsonl")
     )
-    assert json.loads(out.read_text()) == score and set(score) == {"credits", "kills", "boxes", "deaths"}
+    assert json.loads(out.read_text()) == score and set(score) == {
+        "credits",
+        "kills",
+        "boxes",
+        "deaths",
+        "effects",
+    }
 
 
 def _stderr_lines(proc: subprocess.Popen) -> queue.Queue:
@@ -127,7 +133,7 @@ def test_signal_ends_the_window_cleanly_with_a_score(sig: int, tmp_path: Path) -
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert set(json.loads(score_path.read_text())) == {"credits", "kills", "boxes", "deaths"}
+    assert set(json.loads(score_path.read_text())) == {"credits", "kills", "boxes", "deaths", "effects"}
 
 
 @pytest.mark.display
@@ -168,4 +174,4 @@ def test_real_window_under_xvfb_receives_input_and_writes_score(xvfb: str, tmp_p
     assert downs and downs[0]["pos"] == [700, 300] and downs[0]["button"] == 1
     assert any(r["type"] == "keydown" and r["key"] == "space" for r in records)
     assert all(0 <= r["pos"][0] < 1280 and 0 <= r["pos"][1] < 720 for r in records if "pos" in r)
-    assert set(json.loads(score_path.read_text())) == {"credits", "kills", "boxes", "deaths"}
+    assert set(json.loads(score_path.read_text())) == {"credits", "kills", "boxes", "deaths", "effects"}
