@@ -28,21 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import add_common_args, apply_threads, report
+from bot.run import STAGES  # the live loop's stages, in its order
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_BUDGET_MS = 1000.0 / 30.0
-STAGES = (
-    "capture",
-    "detect",
-    "track",
-    "hud",
-    "encode",
-    "strategist",
-    "tactician",
-    "executor",
-    "total",
-    "input",
-)
 COLUMNS = ("loop", *(f"{s}_p50" for s in STAGES), "total_p95", "fps", "note")
 
 
