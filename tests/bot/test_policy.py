@@ -142,7 +142,7 @@ def test_runner_reproduces_the_offline_pipeline(perceived: Path, bundle_dir: Pat
                                                              ep.extra["approach"])]  # fmt: skip
         offline = bundle.executor.decode(bundle.executor(*inputs))
 
-    runner = PolicyRunner(bundle, tactician_hz=10.0)
+    runner = PolicyRunner(bundle, tactician_hz=10.0, snap=0.0)  # the models alone, no aim refinement
     seen = {"goal": [], "target": [], "approach": []}
     step_executor = bundle.executor.step
 
