@@ -75,7 +75,8 @@ F_SUM = len(OBS_SPEC.summary_features)
 # ------------------------------------------------------------------------------------------------ bundle
 
 
-def _read_bundle_json(path: Path) -> dict[str, Any]:
+def read_bundle_json(path: Path) -> dict[str, Any]:
+    """bundle.json checked for format, version and this build's obs_spec; PolicyError naming what is wrong."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -160,7 +161,7 @@ class PolicyBundle:
         path = folder / BUNDLE_FILE
         if not folder.is_dir():
             raise PolicyError(f"{folder}: no such policy bundle folder")
-        data = _read_bundle_json(path)
+        data = read_bundle_json(path)
         try:
             profile = load_profile(data.get("profile") or "")
         except PilotError as exc:
@@ -360,5 +361,6 @@ __all__ = [
     "Decision",
     "PolicyBundle",
     "PolicyRunner",
+    "read_bundle_json",
     "target_row",
 ]

@@ -388,11 +388,6 @@ def train_executor() -> int:
     sys.exit(executor_main())
 
 
-def _not_yet(name: str) -> int:
-    print(f"{name}: not yet implemented (see the training issue)", file=sys.stderr)
-    return 2
-
-
 def train_detector() -> int:
     sys.exit(detector_main())
 

@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from bot.errors import PilotError
-from bot.state import OBS_SPEC
+from bot.policy import read_bundle_json
 from models.errors import ModelsError
 from models.io import load_model, save_model
 from models.strategist import IGNORE_INDEX
@@ -70,12 +70,11 @@ from training.datasets import (
 )
 from training.entry import ConfigFileError, _config_path, apply_overrides, load_config_file, setup_logging
 from training.loop import TrainConfig, evaluate, run_training
+from training.policy import BUNDLE_FILE
 from training.tasks import StrategistTask, TacticianTask
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILE = "bundle.json"
-BUNDLE_FORMAT = "orbit-pilot-policy"
 RUNS = "runs"
 
 
@@ -188,22 +187,9 @@ def label_counts(paths: list[Path], name: str, min_confidence: float) -> dict[st
 
 
 def read_bundle(folder: Path) -> dict[str, Any]:
-    """bundle.json of a policy bundle, checked against this build's obs_spec, with a strategist/ model."""
+    """bundle.json of a policy bundle (bot/policy.py checks format, version, obs_spec), with a strategist."""
     path = folder / BUNDLE_FILE
-    try:
-        bundle = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FinetuneError(
-            f"{path}: missing (expected a policy bundle, e.g. from `pilot train policy`)"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise FinetuneError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise FinetuneError(f"{path}: expected format {BUNDLE_FORMAT!r}, got {bundle.get('format')!r}")
-    try:
-        OBS_SPEC.check(bundle.get("obs_spec"), str(path))
-    except PilotError as exc:
-        raise FinetuneError(str(exc)) from None
+    bundle = read_bundle_json(path)
     if "strategist" not in bundle.get("models", {}):
         raise FinetuneError(f"{path}: the bundle has no strategist model to fine-tune")
     return bundle
