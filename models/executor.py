@@ -12,6 +12,17 @@ thread, and waiting for a busy one made step() 20x slower in benchmarks/bench_ex
 Stepping T frames equals forward() over them (tested through the whole stack and heads), and
 forward(..., return_state=True) prefills a state that step() continues.
 
+Live step without autograd (under torch.no_grad or inference_mode, fp32/fp64, reference path): step() runs
+`_step_fused` on `FusedWeights`, a cached copy of the weights laid out for batch 1 (~8.7 MB at the defaults,
+rebuilt whenever a parameter or buffer changes: models/mamba.py InferenceCache): the two Normalizers become
+one subtraction and division over the concatenated inputs (0 and 1 over goal and approach, so exact), the
+blocks run models/mamba.py fused_step, norm_f's weight is folded into the heads, and mouse logits + click +
+keys are one addmm. It returns a `StepOutput`, an ExecutorOutput whose mouse_offsets (the largest head,
+2 n_cells x d_model) is computed when first read; decode() computes the chosen cell's two offsets only. With
+autograd on, step() goes module by module. Measured at the defaults (benchmarks/bench_executor_step.py,
+1 thread, load ~2.4): step() 0.66-0.85 ms median, 1/150 to 1/190 of re-running forward() over a 600-frame
+history (module by module, same runs: 1.9-2.7 ms, 1/53 to 1/66).
+
 Mouse head (MouseHead): a joint classification over the cells of an n_x x n_y grid on the game region, with
 non-uniform edges fitted to recorded cursor positions, plus a regressed position inside each cell.
   - Classification, not regression: the cursor is multi-modal (this enemy or that box of loot); a regression
@@ -42,7 +53,16 @@ from torch import Tensor, nn
 from models.config import check_choice, check_int
 from models.kernels import MAMBA_PATHS
 from models.layers import Normalizer, log_parameter_count
-from models.mamba import MambaBlock, MambaConfig, MambaState
+from models.mamba import (
+    InferenceCache,
+    MambaBlock,
+    MambaConfig,
+    MambaState,
+    StepWeights,
+    fused_step,
+    norm_eps,
+    rms_scale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +124,14 @@ class ExecutorOutput:
     click_logit: Tensor  # (B, T)
     key_logits: Tensor  # (B, T, n_keys)
 
+    def cell_offsets(self, cell: Tensor) -> Tensor:
+        """The pre-sigmoid offsets (..., 2) of one cell per row, cell (...) long."""
+        return self.mouse_offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2)
+
+    def mouse_position(self, cell: Tensor, head: MouseHead) -> Tensor:
+        """Continuous position (..., 2) of one cell (...) per row, from its offsets."""
+        return head.place(cell, self.cell_offsets(cell))
+
 
 @dataclass
 class ExecutorAction:
@@ -157,8 +185,19 @@ class MouseHead(nn.Module):
 
     def position(self, cell: Tensor, offsets: Tensor) -> Tensor:
         """Continuous position (..., 2) of `cell` (...) given the offsets (..., n_cells, 2)."""
+        return self.place(
+            cell, offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2)
+        )
+
+    def cell_boxes(self) -> tuple[Tensor, Tensor]:
+        """Lower corner and size (n_cells, 2) of every cell, cell = ix * n_y + iy (the values of place())."""
+        low = torch.cartesian_prod(self.x_edges[:-1], self.y_edges[:-1])
+        return low, torch.cartesian_prod(self.x_edges.diff(), self.y_edges.diff())
+
+    def place(self, cell: Tensor, cell_offsets: Tensor) -> Tensor:
+        """Continuous position (..., 2) of `cell` (...) given its own pre-sigmoid offsets (..., 2)."""
         ix, iy = cell // self.n_y, cell % self.n_y
-        fraction = offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2).sigmoid()
+        fraction = cell_offsets.sigmoid()
         low = torch.stack([self.x_edges[ix], self.y_edges[iy]], dim=-1)  # (..., 2)
         width = torch.stack([self.x_edges[ix + 1], self.y_edges[iy + 1]], dim=-1) - low
         return low + fraction * width
@@ -186,8 +225,129 @@ class ResidualMamba(nn.Module):
         return x + y, new_state
 
     def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        if self.mixer.can_step_fused(x):
+            return fused_step(self.mixer.step_weights(self.norm), x, state, residual=True)
         y, new_state = self.mixer.step(self.norm(x), state)  # (B, d_model)
         return x + y, new_state
+
+
+# ------------------------------------------------------------------------------ step without autograd
+
+
+@dataclass(frozen=True)
+class EmbedWeights:
+    """The input layer laid out for step(): one normalisation over the concatenated inputs, then an addmm."""
+
+    mean: Tensor  # (d_in,): the Normalizers' means, 0 over goal and approach
+    std: Tensor  # (d_in,): their stds, 1 over goal and approach (x - 0) / 1 = x exactly
+    w_t: Tensor  # (d_in, d_model) = embed.weight^T, contiguous
+    b: Tensor  # (d_model,)
+
+    @staticmethod
+    def of(model: Executor) -> EmbedWeights:
+        c, like = model.config, model.embed.weight
+        zeros = [like.new_zeros(c.goal_dim), like.new_zeros(c.approach_dim)]
+        mean = torch.cat([model.norm_frame.mean, zeros[0], model.norm_target.mean, zeros[1]])
+        std = torch.cat([model.norm_frame.std, zeros[0] + 1, model.norm_target.std, zeros[1] + 1])
+        w_t, b = like.t().contiguous(), model.embed.bias.detach()
+        return EmbedWeights(mean.to(like.dtype), std.to(like.dtype), w_t, b)
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """The heads laid out for step(): norm_f's weight folded into every head, mouse + click + keys as one."""
+
+    w_t: Tensor  # (d_model, n_cells + 1 + n_keys): [mouse.logits; click; keys] weights^T, columns scaled by g
+    b: Tensor  # (n_cells + 1 + n_keys,)
+    offsets_w: Tensor  # (n_cells, 2, d_model) mouse.offsets weight, scaled by g (read per cell by decode())
+    offsets_b: Tensor  # (n_cells, 2)
+    cell_low: Tensor  # (n_cells, 2) MouseHead.cell_boxes()
+    cell_size: Tensor  # (n_cells, 2)
+    n_cells: int
+    norm_eps: Tensor  # () norm_f's eps
+
+    @staticmethod
+    def of(model: Executor) -> HeadWeights:
+        heads = (model.mouse.logits, model.click, model.keys)
+        g = model.norm_f.weight if model.norm_f.weight is not None else 1.0
+        weight = torch.cat([head.weight for head in heads]) * g  # (n_cells + 1 + n_keys, d_model)
+        n_cells = model.mouse.logits.out_features
+        cell_low, cell_size = model.mouse.cell_boxes()
+        return HeadWeights(
+            w_t=weight.t().contiguous(),
+            b=torch.cat([head.bias for head in heads]),
+            offsets_w=(model.mouse.offsets.weight * g).view(n_cells, 2, -1),
+            offsets_b=model.mouse.offsets.bias.detach().view(n_cells, 2),
+            cell_low=cell_low,
+            cell_size=cell_size,
+            n_cells=n_cells,
+            norm_eps=norm_eps(model.norm_f, weight),
+        )
+
+
+@dataclass(frozen=True)
+class FusedWeights:
+    """Everything Executor.step() reads when autograd is off, cached until a parameter or buffer changes."""
+
+    embed: EmbedWeights
+    layers: list[StepWeights]  # each with its layer's RMSNorm folded in
+    heads: HeadWeights
+
+    @staticmethod
+    def of(model: Executor) -> FusedWeights:
+        layers = [StepWeights.of(layer.mixer, layer.norm) for layer in model.layers]
+        return FusedWeights(EmbedWeights.of(model), layers, HeadWeights.of(model))
+
+
+class StepOutput(ExecutorOutput):
+    """step()'s output without autograd: mouse_offsets is computed when first read, cell_offsets() alone.
+
+    The offsets head is the largest matrix read per frame (2 n_cells x d_model, 1.2 MB at the defaults), and
+    decode() needs 2 of its rows; reading `mouse_offsets` computes and keeps the whole (B, n_cells, 2).
+    decode() of a StepOutput costs ~25 us instead of ~70 (index_select on cached cell boxes).
+    """
+
+    def __init__(
+        self,
+        mouse_logits: Tensor,
+        click_logit: Tensor,
+        key_logits: Tensor,
+        features: Tensor,
+        heads: HeadWeights,
+    ) -> None:
+        self.mouse_logits, self.click_logit, self.key_logits = mouse_logits, click_logit, key_logits
+        self._features, self._heads = features, heads  # normalised hidden state (B, d_model), HeadWeights
+        self._offsets: Tensor | None = None
+
+    @property
+    def mouse_offsets(self) -> Tensor:
+        if self._offsets is None:
+            w = self._heads
+            with torch.no_grad():
+                flat = F.linear(self._features, w.offsets_w.flatten(0, 1), w.offsets_b.flatten())
+            self._offsets = flat.unflatten(-1, (-1, 2))  # (B, n_cells, 2)
+        return self._offsets
+
+    @mouse_offsets.setter
+    def mouse_offsets(self, value: Tensor) -> None:
+        self._offsets = value
+
+    def cell_offsets(self, cell: Tensor) -> Tensor:
+        if self._offsets is not None:
+            return super().cell_offsets(cell)
+        w = self._heads
+        with torch.no_grad():  # (B, 2, d_model) @ (B, d_model, 1) + (B, 2, 1)
+            rows = torch.baddbmm(
+                w.offsets_b.index_select(0, cell).unsqueeze(-1),
+                w.offsets_w.index_select(0, cell),
+                self._features.unsqueeze(-1),
+            )
+        return rows.squeeze(-1)  # (B, 2)
+
+    def mouse_position(self, cell: Tensor, head: MouseHead) -> Tensor:
+        """head.place() with the cell boxes cached beside the weights: (B,) -> (B, 2)."""
+        w, fraction = self._heads, self.cell_offsets(cell).sigmoid()
+        return torch.addcmul(w.cell_low.index_select(0, cell), fraction, w.cell_size.index_select(0, cell))
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -208,6 +368,7 @@ class Executor(nn.Module):
         self.click = nn.Linear(c.d_model, 1)
         self.keys = nn.Linear(c.d_model, c.n_keys)
         self.live_state: ExecutorState | None = None
+        self._step_cache = InferenceCache()  # step()'s FusedWeights
         log_parameter_count(self)
 
     def _embed(self, frame: Tensor, goal: Tensor, target: Tensor, approach: Tensor) -> Tensor:
@@ -269,21 +430,59 @@ class Executor(nn.Module):
     ) -> tuple[ExecutorOutput, ExecutorState]:
         """One frame, inputs (B, ·) -> outputs (B, ·) and the next state; constant cost whatever the history.
 
-        Without `state`, uses and replaces `live_state` (set by reset()).
+        Without `state`, uses and replaces `live_state` (set by reset()). Without autograd the output is a
+        StepOutput (module docstring); the given state is never modified.
         """
         held = state is None
         state = self.live_state if held else state
         if state is None:
             raise RuntimeError("Executor.step: call reset(batch_size) first or pass a state")
-        h = self._embed(frame, goal, target, approach)  # (B, d_model)
-        states = []
-        for layer, layer_state in zip(self.layers, state.layers):
-            h, new_layer_state = layer.step(h, layer_state)
-            states.append(new_layer_state)
+        if self._can_step_fused(frame):
+            out, states = self._step_fused(frame, goal, target, approach, state)
+        else:
+            h = self._embed(frame, goal, target, approach)  # (B, d_model)
+            states = []
+            for layer, layer_state in zip(self.layers, state.layers):
+                h, new_layer_state = layer.step(h, layer_state)
+                states.append(new_layer_state)
+            out = self._heads(h)
         new_state = ExecutorState(states, state.frames + 1)
         if held:
             self.live_state = new_state
-        return self._heads(h), new_state
+        return out, new_state
+
+    def _can_step_fused(self, frame: Tensor) -> bool:
+        return frame.dtype == self.embed.weight.dtype and self.layers[0].mixer.can_step_fused(frame)
+
+    def _step_fused(
+        self, frame: Tensor, goal: Tensor, target: Tensor, approach: Tensor, state: ExecutorState
+    ) -> tuple[StepOutput, list[MambaState]]:
+        """step() without autograd: the same arithmetic on cached, re-laid-out weights (module docstring)."""
+        w = self._step_cache.get((self,), lambda: FusedWeights.of(self))
+        h = self._embed_fused(w.embed, frame, goal, target, approach)  # (B, d_model)
+        states = []
+        for layer_weights, layer_state in zip(w.layers, state.layers):
+            h, new_layer_state = fused_step(layer_weights, h, layer_state, residual=True)
+            states.append(new_layer_state)
+        features = h * rms_scale(h, w.heads.norm_eps)  # norm_f less its weight, which is folded into w.heads
+        logits = torch.addmm(w.heads.b, features, w.heads.w_t)  # (B, n_cells + 1 + n_keys)
+        n = w.heads.n_cells
+        return StepOutput(logits[:, :n], logits[:, n], logits[:, n + 1 :], features, w.heads), states
+
+    def _embed_fused(
+        self, w: EmbedWeights, frame: Tensor, goal: Tensor, target: Tensor, approach: Tensor
+    ) -> Tensor:
+        """_embed() of (B, ·) inputs as one cat, one normalisation and one addmm -> (B, d_model)."""
+        try:
+            x = torch.cat((frame, goal, target, approach), dim=-1)  # (B, d_in)
+        except RuntimeError:
+            x = None
+        if x is None or x.dim() != 2 or x.shape[-1] != w.mean.shape[0]:
+            self._embed(frame, goal, target, approach)  # raises the ValueError naming the input
+            raise ValueError(
+                f"Executor.step: expected inputs of shape (B, ·), got frame {tuple(frame.shape)}"
+            )
+        return torch.addmm(w.b, x.sub_(w.mean).div_(w.std), w.w_t)  # goal, approach: (x - 0) / 1, exact
 
     # ---------------------------------------------------------------------------- decoding and loss
 
@@ -302,7 +501,7 @@ class Executor(nn.Module):
             key = _sample(out.key_logits, generator)
         else:
             cell, click, key = out.mouse_logits.argmax(-1), out.click_logit > 0, out.key_logits.argmax(-1)
-        return ExecutorAction(self.mouse.position(cell, out.mouse_offsets), click, key)
+        return ExecutorAction(out.mouse_position(cell, self.mouse), click, key)
 
     def loss(
         self,

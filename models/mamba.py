@@ -10,6 +10,18 @@ where `MambaState` carries the conv window (B, d_inner, d_conv) and the SSM stat
 frames. Which path runs is decided by models/kernels.py (logged once per device; "kernels" requested where
 they cannot run is an error).
 
+step() without autograd (torch.no_grad / inference_mode, reference path, fp32 or fp64: the live loop) runs
+`fused_step` on `StepWeights`; otherwise (autograd on, fp16/bf16, the kernels) it goes module by module
+(`_step_autograd`). A batch-1 step is bound by per-op dispatch (~2-3 us an op on the project VM) as much as by
+reading the weights, so the fused step does the same arithmetic in ~30 ops where the module path takes ~60:
+weights pre-transposed to contiguous (K, N), the fastest batch-1 product layout here; A = -exp(A_log)
+precomputed; a preceding RMSNorm's weight folded into in_proj and the residual add into out_proj's addmm
+(ResidualMamba); in-place ops on buffers it just made; no Python numbers as tensor operands. `InferenceCache`
+rebuilds StepWeights whenever any parameter or buffer changes (load_state_dict, optimizer steps, .to(),
+replaced parameters). The two steps agree to ~1e-6 (tests/models/test_mamba.py); the (K, N) products
+accumulate in another order, so the fused step sits ~3e-6 from forward() at d_model 256 where the module path
+sits ~1e-6. Executor.step() at its defaults (benchmarks/bench_executor_step.py): ~2.3 -> ~0.75 ms.
+
 The selective scan (anchors-and-apis.md §2.4), per batch b, channel d, state n:
 
     delta = softplus(dt_proj(dt));  a_t = exp(delta_t * A);  b_t = delta_t * u_t * B_t
@@ -40,7 +52,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +68,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 1 << 19  # elements in one (B, K, D, N) chunk tensor of the reference scan: 2 MiB in fp32
 SERIAL_ELEMENTS = 1 << 15  # ATen's GRAIN_SIZE: elementwise ops on fewer elements run single-threaded
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------------- config
@@ -99,7 +114,11 @@ class MambaConfig:
 
 @dataclass
 class MambaState:
-    """Recurrent state of one block: the last d_conv conv inputs and the SSM state (kept in fp32)."""
+    """Recurrent state of one block: the last d_conv conv inputs and the SSM state (kept in fp32).
+
+    `conv` may be a transposed view, stride 1 over channels (allocate_state and fused_step make it so: the
+    shift by one frame is then a copy of whole rows); the kernels path copies it to contiguous first.
+    """
 
     conv: Tensor  # (B, d_inner, d_conv), newest input last
     ssm: Tensor  # (B, d_inner, d_state)
@@ -218,6 +237,161 @@ def selective_scan(
     return _SelectiveScan.apply(u, delta, A, B, C, h0, chunk)
 
 
+# ------------------------------------------------------------------------------ step without autograd
+
+
+def module_tensors(*modules: nn.Module) -> list[Tensor]:
+    """Every parameter and buffer under `modules`, by a plain walk (~2x cheaper than .parameters())."""
+    tensors, stack = [], list(reversed(modules))
+    while stack:
+        module = stack.pop()
+        tensors += [t for t in module._parameters.values() if t is not None]
+        tensors += [t for t in module._buffers.values() if t is not None]
+        stack += reversed(module._modules.values())
+    return tensors
+
+
+_registrations = [0]  # bumped whenever any module anywhere registers a submodule, parameter or buffer
+
+
+def _count_registration(*_: Any) -> None:
+    _registrations[0] += 1
+
+
+for _register in (
+    nn.modules.module.register_module_module_registration_hook,
+    nn.modules.module.register_module_parameter_registration_hook,
+    nn.modules.module.register_module_buffer_registration_hook,
+):
+    _register(_count_registration)
+
+
+class InferenceCache:
+    """A value derived from a module's tensors (say, transposed weights) for no-grad use, rebuilt on change.
+
+    The key is every parameter's and buffer's storage address and version counter, so in-place updates
+    (load_state_dict, optimizer steps, Normalizer.fit) and replaced tensors (module.to(), `p.data = ...`,
+    load_state_dict(assign=True)) rebuild the value; the entry keeps its sources' storages alive, so an
+    address cannot be recycled while it is cached. The modules are re-walked only after some module
+    registered a submodule, parameter or buffer (a global registration hook counts those), which keeps the
+    check at ~10 us for the Executor. Not seen: in-place writes through a `p.data` alias, which bypass the
+    version counter (call clear() after those). Inference tensors have no version counter: with one among
+    the sources the value is rebuilt on every call. It is built under no_grad outside inference mode, so
+    any mode may read it.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._walk: tuple = ()
+        self._sources: list[Tensor] = []
+        self._key: list[tuple[int, int]] | None = None
+        self._value: Any = None
+        self._keep: list[Tensor] = []
+
+    def get(self, modules: Sequence[nn.Module], build: Callable[[], T]) -> T:
+        walk = (_registrations[0], *[id(module) for module in modules])
+        if walk != self._walk:
+            self._walk, self._sources = walk, module_tensors(*modules)
+        try:
+            key = [(t.data_ptr(), t._version) for t in self._sources]
+        except RuntimeError:  # an inference tensor: no version counter to key on
+            return _build_plain(build)
+        if key != self._key:
+            self._value = _build_plain(build)
+            self._key, self._keep = key, [t.detach() for t in self._sources]
+        return self._value
+
+
+def _build_plain(build: Callable[[], T]) -> T:
+    with torch.inference_mode(False), torch.no_grad():
+        return build()
+
+
+@dataclass(frozen=True)
+class StepWeights:
+    """A block's weights as fused_step() reads them: transposed to contiguous (K, N), A precomputed."""
+
+    in_t: Tensor  # (d_model, 2 Di): in_proj.weight^T, row j scaled by the folded RMSNorm's weight g_j
+    in_b: Tensor | None  # (2 Di,)
+    conv_t: Tensor  # (d_conv, Di): conv1d.weight, transposed like the window
+    conv_b: Tensor | None  # (Di,)
+    x_t: Tensor  # (Di, R + 2N)
+    x_split: list[int]  # [R, N, N]
+    dt_t: Tensor  # (R, Di)
+    dt_b: Tensor  # (Di,)
+    A: Tensor  # (Di, N) = -exp(A_log)
+    D: Tensor  # (Di,)
+    out_t: Tensor  # (Di, d_model)
+    out_b: Tensor | None  # (d_model,)
+    norm_eps: Tensor  # () the folded RMSNorm's eps (unused without one)
+
+    @staticmethod
+    def of(block: MambaBlock, norm: nn.RMSNorm | None = None) -> StepWeights:
+        c, in_w = block.config, block.in_proj.weight  # (2 Di, d_model)
+        if norm is not None and norm.weight is not None:
+            in_w = in_w * norm.weight  # (x r g) W^T = (x r) (W diag g)^T
+        return StepWeights(
+            in_t=in_w.t().contiguous(),
+            in_b=_plain(block.in_proj.bias),
+            conv_t=block.conv1d.weight.squeeze(1).t().contiguous(),
+            conv_b=_plain(block.conv1d.bias),
+            x_t=block.x_proj.weight.t().contiguous(),
+            x_split=[c.rank, c.d_state, c.d_state],
+            dt_t=block.dt_proj.weight.t().contiguous(),
+            dt_b=block.dt_proj.bias.detach(),
+            A=-torch.exp(block.A_log),
+            D=block.D.detach(),
+            out_t=block.out_proj.weight.t().contiguous(),
+            out_b=_plain(block.out_proj.bias),
+            norm_eps=norm_eps(norm, block.A_log),
+        )
+
+
+def _plain(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
+
+
+def norm_eps(norm: nn.RMSNorm | None, like: Tensor) -> Tensor:
+    """nn.RMSNorm's eps as a 0-dim tensor (None there means the dtype's machine epsilon)."""
+    eps = 0.0 if norm is None else (torch.finfo(like.dtype).eps if norm.eps is None else norm.eps)
+    return torch.tensor(eps, dtype=like.dtype, device=like.device)
+
+
+def rms_scale(x: Tensor, eps: Tensor) -> Tensor:
+    """1 / sqrt(mean(x^2) + eps) over the last dim -> (..., 1), in 3 ops (nn.RMSNorm, less its weight)."""
+    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1)
+    return torch.addcmul(eps, n, n, value=1.0 / x.shape[-1]).rsqrt_()  # no Python-number tensor operands
+
+
+def fused_step(w: StepWeights, x: Tensor, state: MambaState, residual: bool) -> tuple[Tensor, MambaState]:
+    """MambaBlock.step() without autograd: mixer(x) or, with `residual`, x + mixer(RMSNorm(x)) (norm in w).
+
+    The same arithmetic as MambaBlock._step_autograd in ~30 ops (module docstring). The new conv window is
+    made (B, d_conv, Di)-contiguous and returned transposed, so the next shift copies whole rows. The given
+    state is not modified.
+    """
+    h = x * rms_scale(x, w.norm_eps) if residual else x  # (B, d_model); the norm's weight is in w.in_t
+    xz = torch.mm(h, w.in_t) if w.in_b is None else torch.addmm(w.in_b, h, w.in_t)  # (B, 2 Di)
+    xs, z = xz.chunk(2, dim=-1)  # (B, Di) each
+    window = state.conv.transpose(1, 2)  # (B, W, Di), contiguous when fused_step made the state
+    window = torch.cat((window.narrow(1, 1, window.shape[1] - 1), xs.unsqueeze(1)), dim=1)  # (B, W, Di)
+    u = torch.mul(window, w.conv_t).sum(1)  # (B, Di)
+    u = F.silu(u if w.conv_b is None else u.add_(w.conv_b), inplace=True)
+    dt, B, C = torch.mm(u, w.x_t).split_with_sizes(w.x_split, dim=-1)  # (B, R), (B, N), (B, N)
+    delta = F.softplus(torch.addmm(w.dt_b, dt, w.dt_t))  # (B, Di)
+    a = torch.mul(delta.unsqueeze(-1), w.A).exp_()  # (B, Di, N)
+    ssm = torch.mul((delta * u).unsqueeze(-1), B.unsqueeze(1)).addcmul_(a, state.ssm)  # b + a h, as the scan
+    y = torch.bmm(ssm, C.unsqueeze(-1)).squeeze(-1)  # (B, Di)
+    y = torch.addcmul(y, u, w.D).mul_(F.silu(z))
+    if residual:
+        out = torch.addmm(x if w.out_b is None else x + w.out_b, y, w.out_t)  # x + out_proj(y)
+    else:
+        out = torch.mm(y, w.out_t) if w.out_b is None else torch.addmm(w.out_b, y, w.out_t)
+    return out, MambaState(conv=window.transpose(1, 2), ssm=ssm)
+
+
 # --------------------------------------------------------------------------------------------- block
 
 
@@ -241,6 +415,7 @@ class MambaBlock(nn.Module):
         self.A_log._no_weight_decay = True  # as in mamba-ssm: decay would pull A towards -1
         self.D._no_weight_decay = True
         self._init_delta()
+        self._step_cache = InferenceCache()
 
     def _init_delta(self) -> None:
         """dt_proj so that softplus(dt_proj(.)) starts log-uniform in [dt_min, dt_max] (Mamba §3.6)."""
@@ -255,8 +430,9 @@ class MambaBlock(nn.Module):
     def allocate_state(self, batch_size: int, device: torch.device | None = None) -> MambaState:
         """Zero state for `batch_size` streams: conv (B, d_inner, d_conv), ssm (B, d_inner, d_state) fp32."""
         c, device = self.config, device or self.A_log.device
+        conv = torch.zeros(batch_size, c.d_conv, c.d_inner, device=device, dtype=self.conv1d.weight.dtype)
         return MambaState(
-            conv=torch.zeros(batch_size, c.d_inner, c.d_conv, device=device, dtype=self.conv1d.weight.dtype),
+            conv=conv.transpose(1, 2),  # (B, d_inner, d_conv), stride 1 over channels (MambaState)
             ssm=torch.zeros(batch_size, c.d_inner, c.d_state, device=device, dtype=_upcast(self.A_log).dtype),
         )
 
@@ -339,6 +515,26 @@ class MambaBlock(nn.Module):
     def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
         """One frame: x (B, d_model) -> (B, d_model) and the next state; the given state is not modified."""
         assert x.dim() == 2, f"MambaBlock.step: expected x of shape (B, d_model), got {tuple(x.shape)}"
+        if self.can_step_fused(x):
+            return fused_step(self.step_weights(), x, state, residual=False)
+        return self._step_autograd(x, state)
+
+    def can_step_fused(self, x: Tensor) -> bool:
+        """Whether fused_step() may serve x: autograd off, reference path, fp32/fp64 like the weights."""
+        return (
+            not torch.is_grad_enabled()
+            and x.dtype in (torch.float32, torch.float64)
+            and x.dtype == self.A_log.dtype == self.in_proj.weight.dtype
+            and self.path(x.device) == "reference"
+        )
+
+    def step_weights(self, norm: nn.RMSNorm | None = None) -> StepWeights:
+        """fused_step()'s weights (with `norm` folded in), cached until a parameter changes."""
+        modules = (self,) if norm is None else (self, norm)
+        return self._step_cache.get(modules, lambda: StepWeights.of(self, norm))
+
+    def _step_autograd(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """step() as plain module calls: differentiable, any dtype, and the kernels path."""
         c = self.config
         kernels = mamba_kernels() if self.path(x.device) == "kernels" else None
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, Di) each
@@ -360,7 +556,7 @@ class MambaBlock(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Push xs (B, Di) into the conv window (B, Di, d_conv); returns silu(conv) (B, Di) and the window."""
         if kernels is not None and kernels.causal_conv1d_update is not None:
-            conv = conv_state.clone()  # the kernel updates it in place
+            conv = conv_state.clone(memory_format=torch.contiguous_format)  # the kernel updates it in place
             u = kernels.causal_conv1d_update(
                 xs, conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu"
             )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.errors import ConfigError
-from models.executor import Executor, ExecutorConfig, MouseHead
+from models.executor import Executor, ExecutorConfig, MouseHead, StepOutput
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FIELDS = ("mouse_logits", "mouse_offsets", "click_logit", "key_logits")
@@ -166,6 +166,95 @@ def test_decode_greedy_and_sampled():
             and action.key.dtype == torch.long
         )
         assert (action.mouse >= 0).all() and (action.mouse <= 1).all()
+
+
+# ------------------------------------------------------------------------------ step without autograd
+
+
+def test_step_without_autograd_equals_the_module_path_and_decodes_alike():
+    model = tiny()
+    model.fit_mouse_bins(torch.rand(200, 2, generator=torch.Generator().manual_seed(0)) ** 2)  # uneven cells
+    inputs = sequence(length=6)
+    plain_state = fused_state = model.reset(2)
+    for t in range(6):
+        frame = [x[:, t] for x in inputs]
+        plain, plain_state = model.step(*frame, plain_state)  # autograd on: module by module
+        with torch.no_grad():
+            fused, fused_state = model.step(*frame, fused_state)  # cached FusedWeights
+    assert isinstance(fused, StepOutput) and not isinstance(plain, StepOutput)
+    lazy = model.decode(fused)  # before mouse_offsets is read: the chosen cells' offsets only
+    for field in FIELDS:
+        torch.testing.assert_close(
+            getattr(fused, field), getattr(plain, field).detach(), rtol=1e-5, atol=1e-5
+        )
+    eager = model.decode(plain)
+    torch.testing.assert_close(lazy.mouse, eager.mouse, rtol=1e-5, atol=1e-6)
+    assert torch.equal(lazy.key, eager.key) and torch.equal(lazy.click, eager.click)
+    torch.testing.assert_close(model.decode(fused).mouse, lazy.mouse, rtol=1e-6, atol=1e-7)  # offsets read
+
+
+def test_step_under_autograd_gives_gradients():
+    model = tiny().train()
+    state = model.reset(2)
+    for t in range(3):
+        out, state = model.step(*(x[:, t] for x in sequence()), state)
+    (out.mouse_logits.logsumexp(-1) + out.mouse_offsets.sum((-2, -1)) + out.click_logit).sum().backward()
+    assert all(p.grad is not None for p in model.layers.parameters()) and model.embed.weight.grad is not None
+
+
+def _fit_both_normalizers(model):
+    model.norm_frame.fit(torch.randn(50, 5) * 3 + 1)
+    model.norm_target.fit(torch.randn(50, 3) + 2)
+
+
+def _mute_a_column(model):
+    with torch.no_grad():  # as training/tasks.py does
+        model.norm_frame.mean[[0]] = 0.0
+        model.norm_frame.std[[0]] = 1e6
+
+
+def _replace_a_buffer(model):
+    model.norm_target.mean = torch.full((3,), 0.5)
+
+
+def _load_other_weights(model):
+    torch.manual_seed(3)
+    model.load_state_dict(Executor(model.config).state_dict())
+
+
+def _sgd_step(model):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(*sequence(length=3)).click_logit.sum().backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize(
+    "change", [_fit_both_normalizers, _mute_a_column, _replace_a_buffer, _load_other_weights, _sgd_step]
+)
+def test_step_follows_changes_to_weights_and_statistics(change):
+    model = tiny()
+    inputs = sequence(length=4)
+    with torch.no_grad():
+        before = model(*inputs).mouse_logits[:, -1]
+        _, state = model(*(x[:, :3] for x in inputs), return_state=True)
+        model.step(*(x[:, 3] for x in inputs), state)  # builds the cached weights
+    change(model)
+    with torch.no_grad():
+        expected = model(*inputs).mouse_logits[:, -1]
+        _, state = model(*(x[:, :3] for x in inputs), return_state=True)
+        out, _ = model.step(*(x[:, 3] for x in inputs), state)
+    assert not torch.allclose(expected, before)
+    torch.testing.assert_close(out.mouse_logits, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "width", "batch"), [("goal", 3, 2), ("target", 3, 1)])
+def test_step_input_errors_name_the_input(name, width, batch):
+    model = tiny()
+    model.reset(2)
+    inputs = dict(zip(("frame", "goal", "target", "approach"), (x[:, 0] for x in sequence())))
+    inputs[name] = inputs[name][:batch, :width]
+    with torch.no_grad(), pytest.raises(ValueError, match=name):
+        model.step(**inputs)
 
 
 # ------------------------------------------------------------------------------------------- mouse head

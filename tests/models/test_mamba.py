@@ -1,4 +1,5 @@
-"""Mamba block: reference scan vs the recurrence written out in float64, step vs forward, gradients, paths."""
+"""Mamba block: reference scan vs the recurrence written out in float64, step vs forward, the fused step and
+its weight cache, gradients, paths."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from models.errors import ConfigError, KernelUnavailableError
 from models.kernels import INSTALL_HINT, kernels_available, resolve_mamba_path
-from models.mamba import MambaBlock, MambaConfig, selective_scan
+from models.mamba import InferenceCache, MambaBlock, MambaConfig, MambaState, selective_scan
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -226,6 +227,98 @@ def test_reference_equals_independent_mambapy_with_copied_weights():
     y_theirs.square().sum().backward()
     torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ours.A_log.grad, theirs.A_log.grad, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ step without autograd
+
+
+def other_weights(block: MambaBlock, seed: int = 1) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return MambaBlock(block.config).state_dict()
+
+
+def test_fused_step_equals_the_autograd_step():
+    block = small_block(d_model=16)
+    x = torch.randn(3, 6, 16)
+    with torch.no_grad():
+        _, state = block(x[:, :5], return_state=True)
+        fused, fused_state = block.step(x[:, 5], state)  # autograd off: fused_step on cached weights
+    plain, plain_state = block.step(x[:, 5], state)  # autograd on: module by module
+    assert plain.requires_grad and not fused.requires_grad
+    torch.testing.assert_close(fused, plain.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused_state.ssm, plain_state.ssm.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused_state.conv, plain_state.conv.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_forward_continues_from_a_stepped_state():
+    block = small_block(scan_chunk=3)
+    x = torch.randn(2, 12, 8)
+    with torch.no_grad():
+        full = block(x)
+        state = block.allocate_state(2)
+        for t in range(7):
+            _, state = block.step(x[:, t], state)
+        tail = block(x[:, 7:], state=state)
+    torch.testing.assert_close(tail, full[:, 7:], rtol=1e-5, atol=1e-6)
+
+
+def test_step_under_autograd_gives_gradients():
+    block = small_block()
+    x = torch.randn(2, 8, requires_grad=True)
+    with torch.no_grad():
+        _, state = block(torch.randn(2, 5, 8), return_state=True)
+    y, new_state = block.step(x, state)
+    (y.square().sum() + new_state.ssm.sum()).backward()
+    for name, parameter in [("x", x), *block.named_parameters()]:
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("change", ["load_state_dict", "adam", "to_float64", "new_parameter", "data"])
+def test_fused_step_follows_every_parameter_change(change):
+    block = small_block()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        _, state = block(x[:, :4], return_state=True)
+        before, _ = block.step(x[:, 4], state)  # builds the cached weights
+    if change == "load_state_dict":
+        block.load_state_dict(other_weights(block))
+    elif change == "adam":
+        optimizer = torch.optim.Adam(block.parameters(), lr=0.1)
+        block(x).square().mean().backward()
+        optimizer.step()
+    elif change == "to_float64":
+        block.double()
+        x, state = x.double(), MambaState(state.conv.double(), state.ssm.double())
+    elif change == "new_parameter":
+        block.D = torch.nn.Parameter(torch.randn_like(block.D))
+    else:
+        block.A_log.data = block.A_log.data + 1.0  # new storage behind the same Parameter
+    with torch.no_grad():
+        fused, _ = block.step(x[:, 4], state)
+    expected, _ = block.step(x[:, 4], state)  # autograd on: reads the parameters themselves
+    if change == "to_float64":  # same values, now computed in float64
+        assert fused.dtype == torch.float64
+    else:
+        assert not torch.allclose(fused, before)
+    torch.testing.assert_close(fused, expected.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_inference_cache_rebuilds_only_when_a_source_changes():
+    block = small_block()
+    cache, builds = InferenceCache(), []
+
+    def build():
+        builds.append(1)
+        return block.A_log * 2
+
+    first = cache.get((block,), build)
+    assert cache.get((block,), build) is first and len(builds) == 1
+    with torch.no_grad():
+        block.conv1d.bias.add_(1.0)  # any source, not only the ones `build` reads
+    cache.get((block,), build)
+    block.register_buffer("extra", torch.zeros(1))  # a new tensor joins the sources
+    cache.get((block,), build)
+    assert len(builds) == 3
 
 
 # ----------------------------------------------------------------------------------- path selection
