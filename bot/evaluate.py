@@ -111,15 +111,10 @@ def arena_config(cfg: EvalConfig, render: bool = True) -> Any:
 
 def overlay_state(step: Any, decision: Any, info: dict, profile: Any, cursor_path: deque, status: str) -> Any:
     """What one overlay frame shows: perceived tracks, the chosen target, HUD readings, mode and its odds."""
-    from bot.overlay import OverlayState
+    from bot.overlay import OverlayState, perceived_objects
 
-    tracks = step.tracks
-    objects = [
-        {"id": int(i), "cls": profile.class_names[int(c)], "box": box.tolist(), "conf": float(conf)}
-        for i, c, box, conf in zip(tracks.id, tracks.cls, tracks.xyxy, tracks.conf)
-    ]
     return OverlayState(
-        objects=objects,
+        objects=perceived_objects(step, profile.class_names),
         target_id=decision.target_id or None,
         mode=decision.mode or None,
         mode_probs=dict(zip(profile.modes, decision.mode_probs.tolist())) if decision.mode else None,

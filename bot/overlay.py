@@ -1,6 +1,8 @@
 """Draws what the pilot saw and decided onto a copy of a frame, so a person can watch it afterwards:
-object boxes with class and track id, the selected target, HUD values, the mode (with probabilities when a
-model gives them), the cursor and its recent path, and a status line. OpenCV's built-in Hershey font only.
+object boxes with class and track id (and the screen cues read for it: "!" attacks the player, "SEL" the
+player's selected target, "ATK" the one the player fires at), the selected target, HUD values, the mode
+(with probabilities when a model gives them), the cursor and its recent path, and a status line. OpenCV's
+built-in Hershey font only.
 """
 
 from __future__ import annotations
@@ -8,27 +10,43 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
+
+from bot.cues import CUE_NAMES
+from bot.state import CUE_ON
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 TARGET_COLOUR = (255, 60, 60)  # RGB
 CURSOR_COLOUR = (255, 255, 0)
 TEXT_COLOUR = (235, 235, 235)
+CUE_MARKS = {"aggressive": " !", "selected": " SEL", "attacking": " ATK"}
 
 
 @dataclass
 class OverlayState:
     """Everything one overlay frame shows. Boxes are screen pixels (x1, y1, x2, y2)."""
 
-    objects: Sequence[Mapping] = ()  # dicts with "id", "cls", "box" (and optionally "conf")
+    objects: Sequence[Mapping] = ()  # dicts with "id", "cls", "box" (optionally "conf", "cues")
     target_id: int | None = None
     mode: str | None = None
     mode_probs: Mapping[str, float] | None = None
     hud: Mapping[str, float] = field(default_factory=dict)  # e.g. hp_frac, shield_frac, credits
     cursor_path: Sequence[tuple[float, float]] = ()  # recent cursor positions in pixels, oldest first
     status: str = ""  # one line at the bottom (fps, latency, ...)
+
+
+def perceived_objects(step: Any, class_names: Sequence[str]) -> list[dict]:
+    """OverlayState.objects from a bot.perceive.PerceptionStep: its tracks, with their screen cues."""
+    tracks = step.tracks
+    cues = step.cues if step.cues is not None else np.zeros((len(tracks), len(CUE_NAMES)), np.float32)
+    return [
+        {"id": int(i), "cls": class_names[int(c)], "box": box.tolist(), "conf": float(conf),
+         "cues": [name for name, value in zip(CUE_NAMES, row) if value >= CUE_ON]}
+        for i, c, box, conf, row in zip(tracks.id, tracks.cls, tracks.xyxy, tracks.conf, cues)
+    ]  # fmt: skip
 
 
 def class_colour(name: str) -> tuple[int, int, int]:
@@ -55,6 +73,7 @@ def _draw_object(out: np.ndarray, obj: Mapping, is_target: bool, scale: float) -
     label = f"{obj.get('cls', '?')} #{obj.get('id', '?')}"
     if "conf" in obj:
         label += f" {obj['conf']:.2f}"
+    label += "".join(CUE_MARKS[name] for name in obj.get("cues", ()))
     if is_target:
         label = "TARGET " + label
     cv2.putText(out, label, (x1, max(12, y1 - 4)), FONT, scale * 0.8, colour, 1, cv2.LINE_AA)

@@ -1,8 +1,9 @@
 """Perception end to end, and `pilot perceive`: run it over recorded episodes and store the Observations.
 
-    frame ──Detector──▶ Detections ──Tracker──▶ Tracks ─┐
-      └────HudReader──▶ HudReading ─────────────────────┼──StateEncoder──▶ Observation ──Summarizer──▶ summary
-                        cursor, click (steps / live) ───┘
+    frame ──Detector──▶ Detections ──Tracker──▶ Tracks ─┬──────────────┐
+      ├────CueReader (frame + Tracks) ──▶ cues ─────────┘              │
+      └────HudReader──▶ HudReading ────────────────────────────────────┼──StateEncoder──▶ Observation
+                        cursor, click (steps / live) ──────────────────┘      └──Summarizer──▶ summary
 
 `Perception` is that chain for one stream of frames, and it is the one the live loop uses too: running it
 over recordings gives training data with exactly what the live bot will see, detector misses and false
@@ -50,6 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tyro
 
+from bot.cues import CueReader
 from bot.detector import Detections, Detector, DetectorConfig
 from bot.episode import Episode, find_episodes, open_episode
 from bot.errors import PerceptionError
@@ -103,6 +105,7 @@ class PerceptionStep:
     detections: Detections
     summary: np.ndarray | None  # the previous second's summary, on the first frame of a new second
     ms: dict[str, float] = field(default_factory=dict)  # milliseconds per stage (STAGES)
+    cues: np.ndarray | None = None  # (len(tracks), 3) enemy screen cues per track row (bot/cues.py)
 
 
 def load_detector(weights: Path, profile: GameProfile, runtime: str = "auto", threads: int = 0) -> Detector:
@@ -127,6 +130,7 @@ class Perception:
         self.profile, self.detector = profile, detector
         self.tracker = Tracker.from_profile(profile, fps)
         self.hud_reader = HudReader(profile.hud)
+        self.cue_reader = CueReader(profile)
         self.encoder = StateEncoder(profile, frame_size)
         self.summarizer = Summarizer(profile.class_threats)
 
@@ -154,12 +158,13 @@ class Perception:
         ms["track"] = (time.perf_counter() - mark) * 1000.0
         mark = time.perf_counter()
         hud = self.hud_reader.read(frame)
-        ms["hud"] = (time.perf_counter() - mark) * 1000.0
+        cues = self.cue_reader.read(frame, tracks)
+        ms["hud"] = (time.perf_counter() - mark) * 1000.0  # the screen reads: HUD and enemy cues
         mark = time.perf_counter()
-        obs = self.encoder.encode(tracks, hud, cursor, click, t)
+        obs = self.encoder.encode(tracks, hud, cursor, click, t, cues)
         summary = self.summarizer.add(obs)
         ms["encode"] = (time.perf_counter() - mark) * 1000.0
-        return PerceptionStep(obs, tracks, hud, detections, summary, ms)
+        return PerceptionStep(obs, tracks, hud, detections, summary, ms, cues)
 
 
 # ------------------------------------------------------------------------------------------------ storage

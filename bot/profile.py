@@ -9,6 +9,9 @@ screen, the modes, and the tracker and detector settings. Code never hard-codes 
 perception over recordings and live play all build their components from the same profile, so the tracker
 settings of a recording and of live play cannot drift apart (original-system.md 1.4).
 
+`cues` (optional) names the colours the game draws around an enemy that its box does not tell: an attacking
+enemy's name colour and the selection ring (bot/cues.py reads them into the Observation).
+
 Each class may give a `threat` in 0..1 (how dangerous one of them is, e.g. a boss 1.0, a weak NPC 0.2); the
 Strategist's summary weighs the enemies in view by it. Without one a class takes its role's DEFAULT_THREAT.
 
@@ -230,6 +233,35 @@ class PlayerSpec:
 
 
 @dataclass(frozen=True)
+class CueSpec:
+    """What the game draws around an enemy that its box does not tell (read by bot/cues.py).
+
+    The name under an enemy turns `aggressive` while it attacks the player (else `neutral`); a ring around the
+    player's selected enemy is `selected`, or `attacking` while the player fires at it. Sizes are fractions of
+    the frame height (text and ring padding scale with the game's zoom, not with the enemy's size).
+    """
+
+    aggressive: tuple[int, int, int]  # RGB of an attacking enemy's name
+    neutral: tuple[int, int, int]  # RGB of a peaceful enemy's name
+    selected: tuple[int, int, int]  # RGB of the selection ring
+    attacking: tuple[int, int, int]  # RGB of the ring while the player attacks
+    name_band: float = 0.024  # height of the name band just under the box, fraction of the frame height
+    name_reach: float = 0.5  # the band reaches this many box widths beyond each side of the box
+    ring_scale: float = 1.3  # ring radius = ring_scale x box half-size + ring_pad x frame height
+    ring_pad: float = 0.0056
+    tolerance: float = 80.0  # max RGB distance from a cue colour (video compression blurs thin lines)
+
+    def __post_init__(self) -> None:
+        for name in ("aggressive", "neutral", "selected", "attacking"):
+            object.__setattr__(self, name, _check_rgb(name, getattr(self, name)))
+        _check_fraction("name_band", self.name_band, 0.0, 0.2)
+        _check_fraction("name_reach", self.name_reach, 0.0, 3.0)
+        _check_fraction("ring_scale", self.ring_scale, 0.5, 3.0)
+        _check_fraction("ring_pad", self.ring_pad, 0.0, 0.1)
+        _check_fraction("tolerance", self.tolerance, 1.0, 442.0)
+
+
+@dataclass(frozen=True)
 class GameProfile:
     """One game's profile. Build it with `load_profile`; `path` is where it was read from."""
 
@@ -243,6 +275,7 @@ class GameProfile:
     tracker: TrackerSpec = field(default_factory=TrackerSpec)
     detector: DetectorSpec = field(default_factory=DetectorSpec)
     player: PlayerSpec = field(default_factory=PlayerSpec)
+    cues: CueSpec | None = None  # enemy cues (aggressive name, selection ring); None = the game has none
     version: int = PROFILE_VERSION  # profile file format version
     path: Path | None = None
 
@@ -357,6 +390,8 @@ def profile_from_dict(data: Any, path: Path | None = None) -> GameProfile:
         data["player"] = _build(PlayerSpec, data["player"], "player")
     if "hud" in data:
         data["hud"] = _build_hud(data["hud"])
+    if data.get("cues") is not None:
+        data["cues"] = _build(CueSpec, data["cues"], "cues")
     profile = _build(GameProfile, data, "profile")
     object.__setattr__(profile, "path", path)
     return profile

