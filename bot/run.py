@@ -94,9 +94,7 @@ class RunConfig:
     runtime: str = "auto"  # detector runtime: auto, onnx, torch
     threads: int = 0  # detector threads (0 = the runtime's default)
     tactician_hz: float = 10.0  # Tactician decisions per second
-    snap: float = (
-        2.0  # aim at the chosen target's centre within this many box sizes (= bot.policy.SNAP_BOXES)
-    )
+    snap: float = 40.0  # aim at the chosen target's centre within this many box sizes (= policy.SNAP_BOXES)
     start_key: str = "f9"  # hotkey: start / resume
     pause_key: str = "f10"  # hotkey: pause / resume
     kill_key: str = "f12"  # hotkey: stop all input for good and end the run

@@ -328,3 +328,12 @@ def test_the_shipped_policy_scores_through_the_screen(xvfb: str, tmp_path: Path,
     acted = score["effects"].get("select", 0) + score["effects"].get("attack_on", 0)
     scored = score["credits"] > 0 or sum(score["kills"].values()) > 0 or score["boxes"] > 0
     assert acted > 0 or scored, (score, summary)
+
+
+def test_live_and_eval_aim_the_same_way() -> None:
+    # pilot run once kept an old snap default while pilot eval used bot.policy's: the live bot then aimed
+    # worse than the measured one
+    from bot.evaluate import EvalConfig
+    from bot.policy import SNAP_BOXES
+
+    assert RunConfig(policy=Path("p")).snap == SNAP_BOXES == EvalConfig(policy=Path("p")).snap
