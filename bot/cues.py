@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from bot.hud import colour_mask
 from bot.profile import CueSpec, GameProfile
 from bot.tracker import Tracks
 
 CUE_NAMES: tuple[str, ...] = ("aggressive", "selected", "attacking")
 RING_ANGLES = np.deg2rad(np.r_[np.linspace(-45, 45, 10), np.linspace(135, 225, 10)])  # (20,) rad
 RING_SPAN = np.linspace(0.8, 1.1, 9)  # radii sampled per angle, as fractions of the expected ring radius
-
-
-def _near(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: float) -> np.ndarray:
-    """(...) bool: pixels (..., 3) uint8 within `tolerance` RGB distance of `colour`."""
-    diff = pixels.astype(np.int32) - np.asarray(colour, np.int32)
-    return (diff * diff).sum(-1) <= tolerance * tolerance
 
 
 class CueReader:
@@ -67,8 +62,8 @@ class CueReader:
         if x2 <= x1 or y2 <= y1:
             return 0.0
         band = frame[y1:y2, x1:x2]
-        angry = int(_near(band, s.aggressive, s.tolerance).sum())
-        calm = int(_near(band, s.neutral, s.tolerance).sum())
+        angry = int(colour_mask(band, s.aggressive, s.tolerance).sum())
+        calm = int(colour_mask(band, s.neutral, s.tolerance).sum())
         return angry / (angry + calm) if angry + calm else 0.0
 
     def _ring(self, frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -84,6 +79,6 @@ class CueReader:
         pixels = frame[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]  # (E, A, S, 3)
         out = np.zeros((len(boxes), 2), np.float32)
         for j, colour in enumerate((s.selected, s.attacking)):
-            hit = (_near(pixels, colour, s.tolerance) & inside).any(axis=-1)  # (E, A)
+            hit = (colour_mask(pixels, colour, s.tolerance) & inside).any(axis=-1)  # (E, A)
             out[:, j] = hit.mean(axis=-1)
         return out

@@ -39,9 +39,9 @@ def pixel_rect(region: Rect, width: int, height: int) -> tuple[int, int, int, in
 
 
 def colour_mask(patch: np.ndarray, colour: tuple[int, int, int], tolerance: float) -> np.ndarray:
-    """(h, w) bool: pixels of `patch` (RGB uint8) within `tolerance` (RGB distance) of `colour`."""
+    """(...) bool: pixels of `patch` (..., 3) RGB uint8 within `tolerance` (RGB distance) of `colour`."""
     diff = patch.astype(np.int32) - np.asarray(colour, np.int32)
-    return np.einsum("hwc,hwc->hw", diff, diff) <= tolerance * tolerance
+    return np.einsum("...c,...c->...", diff, diff) <= tolerance * tolerance
 
 
 def read_bar(frame: np.ndarray, bar: BarSpec) -> float:

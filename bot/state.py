@@ -459,9 +459,10 @@ class Summarizer:
         ids = {int(i) for o in rows for i in o.track_id[o.mask]}
         s[23] = min(len(ids - self._seen) / 10.0, 1.0)
         self._seen |= ids
-        s[24:34] = self._threat_features(rows)
+        threats = [self._threats(obs) for obs in rows]  # (threat, top) per observation, read twice below
+        s[24:34] = self._threat_features(rows, threats)
         s[34:42] = _hit_features(col)
-        s[42:52] = self._cue_features(rows, col)
+        s[42:52] = self._cue_features(rows, threats, col)
         s[52:54] = col["near_enemy"][-1], col["near_loot"][-1]
         return s
 
@@ -478,11 +479,10 @@ class Summarizer:
         )
         return threat.astype(np.float32), top
 
-    def _threat_features(self, rows: list[Observation]) -> np.ndarray:
+    def _threat_features(self, rows: list[Observation], threats: list) -> np.ndarray:
         """Indices 24..33 of the summary: per-observation threat statistics, then over the second."""
         per = np.zeros((len(rows), 7), np.float32)  # max, sum, close sum, top, top dist, strong, strong close
-        for i, obs in enumerate(rows):
-            threat, top = self._threats(obs)
+        for i, (obs, (threat, top)) in enumerate(zip(rows, threats)):
             dist = obs.objects[obs.mask, OBJ["dist_player"]]
             close, strong = dist < CLOSE_DIST, threat >= STRONG_THREAT
             per[i] = (
@@ -510,12 +510,11 @@ class Summarizer:
             np.float32,
         )
 
-    def _cue_features(self, rows: list[Observation], col: dict[str, np.ndarray]) -> np.ndarray:
+    def _cue_features(self, rows: list[Observation], threats: list, col: dict[str, np.ndarray]) -> np.ndarray:
         """Indices 42..51 of the summary: who attacks the player, the player's own attack and target."""
         # per observation: count and top threat of the aggressive objects; top class: angry, marked, hunted
         per = np.zeros((len(rows), 5), np.float32)
-        for i, obs in enumerate(rows):
-            threat, top = self._threats(obs)
+        for i, (obs, (threat, top)) in enumerate(zip(rows, threats)):
             objects = obs.objects[obs.mask]
             angry = objects[:, OBJ["cue_aggressive"]] >= CUE_ON
             marked = objects[:, OBJ["cue_selected"] :].max(axis=1, initial=0.0) >= CUE_ON

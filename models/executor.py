@@ -126,11 +126,16 @@ class ExecutorOutput:
 
     def cell_offsets(self, cell: Tensor) -> Tensor:
         """The pre-sigmoid offsets (..., 2) of one cell per row, cell (...) long."""
-        return self.mouse_offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2)
+        return offsets_of(cell, self.mouse_offsets)
 
     def mouse_position(self, cell: Tensor, head: MouseHead) -> Tensor:
         """Continuous position (..., 2) of one cell (...) per row, from its offsets."""
         return head.place(cell, self.cell_offsets(cell))
+
+
+def offsets_of(cell: Tensor, offsets: Tensor) -> Tensor:
+    """The offsets (..., 2) of `cell` (...) long, picked from offsets (..., n_cells, 2)."""
+    return offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2)
 
 
 @dataclass
@@ -185,9 +190,7 @@ class MouseHead(nn.Module):
 
     def position(self, cell: Tensor, offsets: Tensor) -> Tensor:
         """Continuous position (..., 2) of `cell` (...) given the offsets (..., n_cells, 2)."""
-        return self.place(
-            cell, offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2)
-        )
+        return self.place(cell, offsets_of(cell, offsets))
 
     def cell_boxes(self) -> tuple[Tensor, Tensor]:
         """Lower corner and size (n_cells, 2) of every cell, cell = ix * n_y + iy (the values of place())."""
@@ -208,7 +211,7 @@ class MouseHead(nn.Module):
         """Cell cross-entropy and in-cell L1 for logits (M, n_cells), offsets (M, n_cells, 2), xy (M, 2)."""
         cell, fraction = self.cell_of(xy)  # (M,), (M, 2)
         ce = F.cross_entropy(logits, cell, label_smoothing=label_smoothing)
-        predicted = offsets.gather(1, cell.view(-1, 1, 1).expand(-1, 1, 2)).squeeze(1).sigmoid()  # (M, 2)
+        predicted = offsets_of(cell, offsets).sigmoid()  # (M, 2)
         return ce, F.l1_loss(predicted, fraction)
 
 
@@ -225,8 +228,6 @@ class ResidualMamba(nn.Module):
         return x + y, new_state
 
     def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
-        if self.mixer.can_step_fused(x):
-            return fused_step(self.mixer.step_weights(self.norm), x, state, residual=True)
         y, new_state = self.mixer.step(self.norm(x), state)  # (B, d_model)
         return x + y, new_state
 
@@ -473,15 +474,14 @@ class Executor(nn.Module):
         self, w: EmbedWeights, frame: Tensor, goal: Tensor, target: Tensor, approach: Tensor
     ) -> Tensor:
         """_embed() of (B, ·) inputs as one cat, one normalisation and one addmm -> (B, d_model)."""
-        try:
-            x = torch.cat((frame, goal, target, approach), dim=-1)  # (B, d_in)
-        except RuntimeError:
-            x = None
-        if x is None or x.dim() != 2 or x.shape[-1] != w.mean.shape[0]:
-            self._embed(frame, goal, target, approach)  # raises the ValueError naming the input
+        c, parts = self.config, (frame, goal, target, approach)
+        widths = (c.d_frame, c.goal_dim, c.d_target, c.approach_dim)
+        if any(p.shape != (frame.shape[0], width) for p, width in zip(parts, widths)):
+            self._embed(*parts)  # raises the ValueError naming the input
             raise ValueError(
                 f"Executor.step: expected inputs of shape (B, ·), got frame {tuple(frame.shape)}"
             )
+        x = torch.cat(parts, dim=-1)  # (B, d_in)
         return torch.addmm(w.b, x.sub_(w.mean).div_(w.std), w.w_t)  # goal, approach: (x - 0) / 1, exact
 
     # ---------------------------------------------------------------------------- decoding and loss

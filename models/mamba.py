@@ -528,10 +528,9 @@ class MambaBlock(nn.Module):
             and self.path(x.device) == "reference"
         )
 
-    def step_weights(self, norm: nn.RMSNorm | None = None) -> StepWeights:
-        """fused_step()'s weights (with `norm` folded in), cached until a parameter changes."""
-        modules = (self,) if norm is None else (self, norm)
-        return self._step_cache.get(modules, lambda: StepWeights.of(self, norm))
+    def step_weights(self) -> StepWeights:
+        """fused_step()'s weights, cached until a parameter changes."""
+        return self._step_cache.get((self,), lambda: StepWeights.of(self))
 
     def _step_autograd(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
         """step() as plain module calls: differentiable, any dtype, and the kernels path."""
