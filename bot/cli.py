@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bot.evaluate:main",
         "measure a policy bundle on the Arena against the expert and a random policy",
     ),
+    "dagger": (
+        "bot.dagger:main",
+        "record the bot's own play labelled with the expert's actions (DAgger training episodes)",
+    ),
     "record": ("bot.record:main", "record human play (screen + mouse + keyboard) into episodes"),
     "episodes": ("bot.episodes:main", "list / show / check recorded episodes"),
     "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),

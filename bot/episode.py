@@ -84,6 +84,12 @@ OPTIONAL_STEP_FIELDS: tuple[pa.Field, ...] = (
     pa.field("in_safe_zone", pa.bool_()),
     pa.field("reward", pa.float32()),
     pa.field("events", pa.list_(pa.string())),
+    # DAgger (bot/dagger.py): the action the Arena expert chose on this frame while the bot's action (the
+    # required columns) was the one played; datasets take these as the Executor's targets when present
+    pa.field("expert_mouse_x", pa.float32()),
+    pa.field("expert_mouse_y", pa.float32()),
+    pa.field("expert_click", pa.bool_()),
+    pa.field("expert_key", pa.int16()),
 )
 STEP_FIELDS = {f.name: f for f in REQUIRED_STEP_FIELDS + OPTIONAL_STEP_FIELDS}
 

@@ -32,7 +32,7 @@ import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import tyro
@@ -128,6 +128,14 @@ def overlay_state(step: Any, decision: Any, info: dict, profile: Any, cursor_pat
     )
 
 
+class EpisodeTap(Protocol):
+    """Watches a bot episode frame by frame (BotPlayer.play)."""
+
+    def on_frame(self, frame: Any, info: dict, step: Any, action: dict) -> None: ...
+
+    def on_end(self, perception: Any) -> None: ...
+
+
 class BotPlayer:
     """The bundle, its detector and a PolicyRunner, loaded once per process; `play(seed)` plays an episode."""
 
@@ -151,8 +159,12 @@ class BotPlayer:
         keys = [k.key or "" if i else "" for i, k in enumerate(profile.keys)]
         return LockstepHand(size, fps, keys, list(profile.hud.panels.values()), seed=seed)
 
-    def play(self, seed: int, overlay: Path | None = None, progress: Any = None) -> dict[str, Any]:
-        """One lock-step episode -> arena/rollout.py's summary + calls, ms, ran per stage (and frame)."""
+    def play(
+        self, seed: int, overlay: Path | None = None, progress: Any = None, tap: EpisodeTap | None = None
+    ) -> dict[str, Any]:
+        """One lock-step episode -> arena/rollout.py's summary + calls, ms, ran per stage (and frame).
+        `tap` sees every frame with its ground truth, perception step and the action sent (bot/dagger.py
+        records them), and the finished Perception at the end."""
         from bot.capture import ArenaSource
         from bot.perceive import Perception
 
@@ -181,6 +193,8 @@ class BotPlayer:
                     if hand is None
                     else hand.action(decision.mouse, decision.click, decision.key)
                 )
+                if tap is not None:
+                    tap.on_frame(frame, source.info, step, action)
                 source.apply(action)
                 cursor, click = (action["mouse"][0], action["mouse"][1]), bool(action["click"])
                 for stage, value in {**step.ms, **decision.ms, "total": total, "arena": arena_ms}.items():
@@ -202,6 +216,8 @@ class BotPlayer:
             if video is not None:
                 video.close()
             source.close()
+        if tap is not None:
+            tap.on_end(perception)
         frames = len(ms["total"])
         return {
             "seed": seed,

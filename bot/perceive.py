@@ -220,8 +220,8 @@ def _track_rows(tracks: Tracks) -> list[dict[str, Any]]:
     ]
 
 
-class _EpisodeRecorder:
-    """Collects one episode's perception and writes it atomically."""
+class PerceptionRecorder:
+    """Collects one episode's perception (`add` every step) and writes it atomically (`write`)."""
 
     def __init__(self) -> None:
         self.obs: list[Observation] = []
@@ -377,6 +377,30 @@ def cursor_before(steps: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, click.astype(bool)
 
 
+def perception_meta(
+    episode: str,
+    profile: GameProfile,
+    detector: Detector,
+    frame_size: tuple[int, int],
+    fps: float,
+    every: int,
+) -> dict[str, Any]:
+    """perception.json: what made these Observations (is_current compares the detector id and `every`)."""
+    return {
+        "obs_spec": OBS_SPEC.to_dict(),
+        "episode": episode,
+        "game": profile.name,
+        "profile": str(profile.path),
+        "tracker": profile.tracker.__dict__,
+        "detector": {"id": detector.id, "weights": str(detector.weights), "imgsz": detector.imgsz,
+                     "runtime": detector.runtime.name, "conf": detector.cfg.conf, "iou": detector.cfg.iou},
+        "frame_size": list(frame_size),
+        "fps": fps,
+        "every": every,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+
+
 def perceive_episode(
     episode_dir: Path, detector: Detector, profile: GameProfile, cfg: PerceiveConfig
 ) -> dict:
@@ -388,7 +412,7 @@ def perceive_episode(
     perception = Perception(
         profile, detector, (episode.meta.width, episode.meta.height), episode.meta.fps / cfg.every
     )
-    recorder = _EpisodeRecorder()
+    recorder = PerceptionRecorder()
     for batch in _batches(_decode(episode, cfg.every, 2 * cfg.batch), cfg.batch):
         start = time.perf_counter()
         detections = detector.detect_batch([frame for _, frame in batch])
@@ -400,19 +424,8 @@ def perceive_episode(
             recorder.add(index, step)
     if not recorder.obs:
         raise PerceptionError(f"{episode_dir}: no frames to perceive")
-    meta = {
-        "obs_spec": OBS_SPEC.to_dict(),
-        "episode": episode.name,
-        "game": profile.name,
-        "profile": str(profile.path),
-        "tracker": profile.tracker.__dict__,
-        "detector": {"id": detector.id, "weights": str(detector.weights), "imgsz": detector.imgsz,
-                     "runtime": detector.runtime.name, "conf": detector.cfg.conf, "iou": detector.cfg.iou},
-        "frame_size": [episode.meta.width, episode.meta.height],
-        "fps": episode.meta.fps,
-        "every": cfg.every,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    size = (episode.meta.width, episode.meta.height)
+    meta = perception_meta(episode.name, profile, detector, size, episode.meta.fps, cfg.every)
     recorder.write(Path(episode_dir) / FOLDER, meta, perception.summarizer.flush())
     return {**meta, "frames": len(recorder.obs)}
 

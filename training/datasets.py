@@ -20,6 +20,9 @@ No leakage, by construction:
   - Train / validation split by episode (`split_episodes`), never by window, so no second of a validation
     episode is seen in training.
 
+Actions are the steps' mouse/click/key, except in DAgger episodes (bot/dagger.py: the bot played, the expert
+labelled), whose expert_* columns are the targets while the inputs keep what the bot saw and did.
+
 Label sources (`label_source(spec)`): "expert" (labels/expert.parquet, the Arena expert's ground truth),
 "<name>" or "<name>:<min_confidence>" for any labels/<name>.parquet (e.g. "vlm:0.7" keeps VLM answers with
 confidence >= 0.7; null confidence counts as certain), "heuristic" (rules on the perceived state, for human
@@ -68,6 +71,7 @@ class DataConfig:
 
     data: Path = Path("data/recordings/arena")  # folder searched for perceived episodes
     val_data: Path | None = None  # held-out episodes; None = take val_fraction of `data` by episode
+    extra_data: tuple[Path, ...] = ()  # more folders whose episodes only ever train (e.g. `pilot dagger`'s)
     val_fraction: float = 0.2  # share of `data` episodes held out when val_data is None
     split_seed: int = 0  # seeds which episodes are held out
     labels: str = "expert"  # label source: expert | heuristic | <name>[:<min_confidence>]
@@ -76,6 +80,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.data = Path(self.data)
         self.val_data = None if self.val_data in (None, "") else Path(self.val_data)
+        self.extra_data = tuple(Path(p) for p in self.extra_data)
         if not (isinstance(self.val_fraction, int | float) and 0.0 <= self.val_fraction < 1.0):
             raise DatasetError(
                 f"DataConfig.val_fraction: expected a number in [0, 1), got {self.val_fraction!r}"
@@ -309,16 +314,28 @@ def load_episode(
         summary_end=p["summary_end"].astype(np.int64),
         mode=mode,
         target_slot=slots,
-        mouse=np.stack(
-            [steps.column(c).take(take).to_numpy() for c in ("mouse_x", "mouse_y")], axis=1
-        ).astype(np.float32),
-        click=steps.column("click").take(take).to_numpy(zero_copy_only=False).astype(bool),
-        key=steps.column("key").take(take).to_numpy().astype(np.int64),
+        **action_targets(steps, take),
     )
 
 
-def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
-    """(train, validation) episode folders: val_data if given, else a seeded val_fraction of episodes."""
+def action_targets(steps: pa.Table, take: pa.Array) -> dict[str, np.ndarray]:
+    """mouse, click, key of the perceived rows: the expert's answer where a DAgger episode recorded one
+    (bot/dagger.py: the bot played, the expert_* columns say what the expert would have done), else the
+    action played."""
+    prefix = "expert_" if "expert_mouse_x" in steps.column_names else ""
+
+    def column(name: str) -> np.ndarray:
+        return steps.column(prefix + name).take(take).to_numpy(zero_copy_only=False)
+
+    return {
+        "mouse": np.stack([column("mouse_x"), column("mouse_y")], axis=1).astype(np.float32),
+        "click": column("click").astype(bool),
+        "key": column("key").astype(np.int64),
+    }
+
+
+def split_data(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
+    """(train, validation) episode folders of `data`: val_data if given, else a seeded val_fraction."""
     train = [p for p in find_episodes(cfg.data) if (p / "perception").is_dir()]
     if not train:
         raise DatasetError(f"DataConfig.data: no perceived episodes under {cfg.data} (run `pilot perceive`)")
@@ -339,6 +356,22 @@ def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
     order = sorted(train, key=lambda p: zlib.crc32(f"{cfg.split_seed}/{p.name}".encode()))
     val = sorted(order[:n_val])
     return [p for p in train if p not in val], val
+
+
+def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
+    """(train, validation) episode folders: `data` split as `split_data` says, plus every extra_data episode
+    on the training side (never validated on: they are the bot's play, validation is the expert's)."""
+    train, val = split_data(cfg)
+    extra = []
+    for folder in cfg.extra_data:
+        found = [p for p in find_episodes(folder) if (p / "perception").is_dir()]
+        if not found:
+            raise DatasetError(f"DataConfig.extra_data: no perceived episodes under {folder}")
+        extra += found
+    held = {p.resolve() for p in val}
+    known = {p.resolve() for p in train}
+    extra = [p for p in extra if p.resolve() not in held | known]
+    return train + extra, val
 
 
 def load_episodes(paths: list[Path], cfg: DataConfig, iou_min: float = 0.3) -> list[EpisodeArrays]:

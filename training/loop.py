@@ -40,6 +40,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import math
@@ -641,16 +642,30 @@ def train(task: Task, cfg: TrainConfig) -> TrainResult:
     _check_task(task)
     ctx = setup_distributed(cfg)
     run: _Run | None = None
+    finished = False
     try:
         run = _prepare(task, cfg, ctx)
         with StopOnSignal() as stop, logging_redirect_tqdm():  # log lines print above the progress bar
             _run_steps(run, stop)
-        return _result(run)
+        result = _result(run)
+        finished = True
+        return result
     finally:
         if run is not None:
             _close(run)
+            run.forward = run.model  # the DDP wrapper's reducer holds the group: release it first
         if ctx.owns_group:
-            dist.destroy_process_group()
+            _leave_group(finished)
+
+
+def _leave_group(finished: bool) -> None:
+    """Destroy the process group with no collective left in flight: after a finished run every rank meets
+    at a barrier first (gloo aborted the process now and then when one rank tore down while the other
+    still held work); after an error there is no barrier, the other rank may never reach it."""
+    gc.collect()  # DDP buckets and gloo work objects go while the group is alive
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def run_training(task: Task, cfg: TrainConfig) -> int:

@@ -31,6 +31,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -65,6 +66,9 @@ class PolicyRun:
     """Train the three models in order on the same episodes and write a policy bundle."""
 
     data: DataConfig = field(default_factory=DataConfig)  # used by all three (their own `data` is ignored)
+    # the models that also train on data.extra_data (DAgger episodes): the expert's modes on the bot's states
+    # are sound labels, its clicks and keys there are not (bot/dagger.py), so by default the Strategist only
+    extra_data_models: tuple[str, ...] = ("strategist",)
     out: Path = Path("data/policies/arena")  # bundle folder
     detector: Path | None = None  # detector folder or file the bundle references (or copies)
     copy_detector: bool = True  # copy the detector into <out>/detector (else reference its path)
@@ -82,10 +86,15 @@ class PolicyRun:
             raise ValueError(f"PolicyRun.threads: expected an int >= 0, got {self.threads!r}")
         self.detector = None if self.detector in (None, "") else Path(self.detector)
         self.config = None if self.config in (None, "") else Path(self.config)
+        self.extra_data_models = tuple(self.extra_data_models)
+        unknown = sorted(set(self.extra_data_models) - set(MODELS))
+        if unknown:
+            raise ValueError(f"PolicyRun.extra_data_models: expected names among {MODELS}, got {unknown}")
 
 
 def _stage(cfg: PolicyRun, name: str, stage: Any) -> Any:
-    stage.data = cfg.data
+    keep_extra = name in cfg.extra_data_models
+    stage.data = cfg.data if keep_extra else dataclasses.replace(cfg.data, extra_data=())
     stage.train.out_dir = cfg.out / "runs" / name
     stage.train.resume = "auto" if cfg.resume else ""
     return stage

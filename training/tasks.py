@@ -108,6 +108,7 @@ class _EpisodeTask:
                 "val_episodes": [p.name for p in val],
                 "root": str(self.data.data),
                 "val_root": None if self.data.val_data is None else str(self.data.val_data),
+                "extra_roots": [str(p) for p in self.data.extra_data],
             },
         }
 

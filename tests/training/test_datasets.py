@@ -63,6 +63,23 @@ def test_split_is_by_episode_and_seeded(perceived: Path, tmp_path: Path) -> None
         DataConfig(val_fraction=1.0)
 
 
+def test_extra_data_only_ever_trains(perceived: Path, tmp_path: Path) -> None:
+    episodes = sorted(p for p in perceived.iterdir() if (p / "meta.json").exists())
+    extra = tmp_path / "dagger"
+    extra.mkdir()
+    shutil.copytree(episodes[0], extra / "dagger-000000")
+    base = DataConfig(data=perceived, val_data=episodes[1])
+    train, val = split_episodes(DataConfig(data=perceived, val_data=episodes[1], extra_data=(extra,)))
+    assert val == split_episodes(base)[1] == [episodes[1]]
+    assert train == split_episodes(base)[0] + [extra / "dagger-000000"]
+    # an extra folder that is the held-out one (or inside `data`) adds nothing twice and never trains on val
+    again, _ = split_episodes(DataConfig(data=perceived, val_data=episodes[1], extra_data=(perceived,)))
+    assert again == split_episodes(base)[0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="DataConfig.extra_data"):
+        split_episodes(DataConfig(data=perceived, extra_data=(tmp_path / "empty",)))
+
+
 def test_label_source_specs() -> None:
     assert label_source("expert") == FileLabels("expert", 0.0)
     assert label_source("vlm:0.7") == FileLabels("vlm", 0.7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,10 @@ def test_policy_trains_in_order_and_writes_a_bundle(perceived: Path, tmp_path: P
     detector = tmp_path / "det"
     detector.mkdir()
     (detector / "model.onnx").write_bytes(b"onnx")
+    extra = tmp_path / "dagger"  # stands for `pilot dagger` episodes: only the Strategist trains on them
+    shutil.copytree(sorted(perceived.glob("expert-*"))[0], extra / "dagger-000000")
     argv = ["policy", "--data.data", str(perceived), "--data.val-fraction", "0.3", "--out", str(out),
-            "--detector", str(detector)]  # fmt: skip
+            "--detector", str(detector), "--data.extra-data", str(extra)]  # fmt: skip
     for name in ("strategist", "tactician", "executor"):
         tiny = [a.replace("--", f"--{name}.", 1) if a.startswith("--") else a for a in TINY[name]]
         argv += [*tiny, f"--{name}.train.max-steps", "2", f"--{name}.train.no-progress"]
@@ -134,6 +137,10 @@ def test_policy_trains_in_order_and_writes_a_bundle(perceived: Path, tmp_path: P
     assert meta["goal_source"].endswith("strategist/best") or meta["goal_source"].endswith("strategist/last")
     executor = json.loads((out / "runs" / "executor" / "last" / "config.json").read_text())["metadata"]
     assert "tactician" in executor["target_source"]
+    strategist = json.loads((out / "runs" / "strategist" / "last" / "config.json").read_text())["metadata"]
+    assert "dagger-000000" in strategist["data"]["train_episodes"]
+    for data in (meta["data"], executor["data"]):
+        assert "dagger-000000" not in data["train_episodes"] and data["extra_roots"] == []
 
 
 @pytest.mark.parametrize("name", ["click_balance", "key_balance"])
@@ -143,3 +150,17 @@ def test_executor_rare_event_balance_is_validated(name: str) -> None:
     assert getattr(ExecutorRun(**{name: 1.0}), name) == 1.0
     with pytest.raises(ValueError, match=f"ExecutorRun.{name}: expected a number in \\[0, 1\\], got 1.5"):
         ExecutorRun(**{name: 1.5})
+
+
+def test_extra_data_models_are_validated() -> None:
+    from training.policy import PolicyRun
+
+    assert PolicyRun().extra_data_models == ("strategist",)
+    assert PolicyRun(extra_data_models=["strategist", "executor"]).extra_data_models == (
+        "strategist",
+        "executor",
+    )
+    with pytest.raises(
+        ValueError, match=r"PolicyRun.extra_data_models: expected names among .*\['planner'\]"
+    ):
+        PolicyRun(extra_data_models=("planner",))
