@@ -47,7 +47,7 @@ from bot.demos import STEP_COLUMNS, arena_step_row, episode_skill
 from bot.episode import EpisodeMeta, EpisodeWriter, open_episode
 from bot.errors import EpisodeError, PerceptionError, PilotError
 from bot.evaluate import BotPlayer, EvalConfig, arena_config
-from bot.perceive import FOLDER, PerceptionRecorder, load_perception, perception_meta
+from bot.perceive import FOLDER, PerceptionRecorder, perception_info, perception_meta
 from bot.policy import SNAP_BOXES
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ class DaggerTap:
 
         view = arena_config(cfg.eval_config())
         skill = episode_skill(cfg, seed)  # the draw `pilot demos` makes (reads skill_min / skill_max)
-        self.expert = Expert(ExpertConfig.matching(view, skill=skill, seed=seed))
-        self.expert.reset(seed)
+        self.expert = Expert(ExpertConfig.matching(view, skill=skill, seed=seed))  # reset with `seed`
         self.directory, self.player, self.cfg = directory, player, cfg
         meta = EpisodeMeta(
             game="arena", source="bot", fps=cfg.fps, width=cfg.width, height=cfg.height,
@@ -165,10 +164,10 @@ def record_episode(player: BotPlayer, cfg: DaggerConfig, seed: int) -> dict[str,
 
 
 def is_done(directory: Path) -> bool:
-    """A complete episode whose perception is stored."""
+    """A complete episode whose perception is stored (written last, so the episode is whole)."""
     try:
-        complete = open_episode(directory).meta.complete
-        return complete and len(load_perception(directory)) > 0
+        perception_info(directory)
+        return open_episode(directory).meta.complete
     except (EpisodeError, PerceptionError):
         return False
 

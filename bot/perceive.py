@@ -189,10 +189,11 @@ class PerceivedEpisode:
         return Observation(*(a[name][row] for name in names), float(a["t"][row]))
 
 
-def load_perception(episode_dir: Path | str) -> PerceivedEpisode:
-    """Read `<episode>/perception/`; PerceptionError if it is missing, corrupt or of another obs_spec."""
+def perception_info(episode_dir: Path | str) -> dict[str, Any]:
+    """perception.json of `<episode>/perception/` without reading the arrays (the folder is written whole, by
+    a rename); PerceptionError if it is missing, unreadable or of another obs_spec."""
     folder = Path(episode_dir) / FOLDER
-    meta_path, npz_path = folder / META_NAME, folder / "obs.npz"
+    meta_path = folder / META_NAME
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
@@ -200,6 +201,15 @@ def load_perception(episode_dir: Path | str) -> PerceivedEpisode:
     except (OSError, json.JSONDecodeError) as exc:
         raise PerceptionError(f"{meta_path}: unreadable ({exc})") from None
     OBS_SPEC.check(meta.get("obs_spec"), str(meta_path))
+    if not (folder / "obs.npz").is_file():
+        raise PerceptionError(f"{folder / 'obs.npz'}: missing")
+    return meta
+
+
+def load_perception(episode_dir: Path | str) -> PerceivedEpisode:
+    """Read `<episode>/perception/`; PerceptionError if it is missing, corrupt or of another obs_spec."""
+    meta = perception_info(episode_dir)
+    npz_path = Path(episode_dir) / FOLDER / "obs.npz"
     try:
         with np.load(npz_path) as data:
             arrays = {name: data[name] for name in data.files}
@@ -358,7 +368,7 @@ def _batches(frames: Iterator[tuple[int, np.ndarray]], size: int) -> Iterator[li
 def is_current(episode_dir: Path, detector: Detector, every: int) -> bool:
     """True when the stored perception was made with this obs_spec, detector and frame step."""
     try:
-        meta = load_perception(episode_dir).meta
+        meta = perception_info(episode_dir)
     except PerceptionError:
         return False
     return meta.get("detector", {}).get("id") == detector.id and meta.get("every") == every

@@ -46,7 +46,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bot.episode import find_episodes, open_episode, target_id_space
-from bot.perceive import load_perception
+from bot.perceive import FOLDER, load_perception
 from bot.state import GLOB, OBJ, OBS_SPEC
 from models.strategist import IGNORE_INDEX, MODES
 
@@ -334,13 +334,18 @@ def action_targets(steps: pa.Table, take: pa.Array) -> dict[str, np.ndarray]:
     }
 
 
+def perceived_episodes(folder: Path) -> list[Path]:
+    """Every episode under `folder` that `pilot perceive` (or `pilot dagger`) has perceived."""
+    return [p for p in find_episodes(folder) if (p / FOLDER).is_dir()]
+
+
 def split_data(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
     """(train, validation) episode folders of `data`: val_data if given, else a seeded val_fraction."""
-    train = [p for p in find_episodes(cfg.data) if (p / "perception").is_dir()]
+    train = perceived_episodes(cfg.data)
     if not train:
         raise DatasetError(f"DataConfig.data: no perceived episodes under {cfg.data} (run `pilot perceive`)")
     if cfg.val_data is not None:
-        val = [p for p in find_episodes(cfg.val_data) if (p / "perception").is_dir()]
+        val = perceived_episodes(cfg.val_data)
         if not val:
             raise DatasetError(f"DataConfig.val_data: no perceived episodes under {cfg.val_data}")
         held = {p.resolve() for p in val}
@@ -362,16 +367,16 @@ def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
     """(train, validation) episode folders: `data` split as `split_data` says, plus every extra_data episode
     on the training side (never validated on: they are the bot's play, validation is the expert's)."""
     train, val = split_data(cfg)
-    extra = []
+    seen = {p.resolve() for p in train + val}
     for folder in cfg.extra_data:
-        found = [p for p in find_episodes(folder) if (p / "perception").is_dir()]
+        found = perceived_episodes(folder)
         if not found:
             raise DatasetError(f"DataConfig.extra_data: no perceived episodes under {folder}")
-        extra += found
-    held = {p.resolve() for p in val}
-    known = {p.resolve() for p in train}
-    extra = [p for p in extra if p.resolve() not in held | known]
-    return train + extra, val
+        for path in found:
+            if path.resolve() not in seen:  # never an episode twice, never a validation one
+                seen.add(path.resolve())
+                train.append(path)
+    return train, val
 
 
 def load_episodes(paths: list[Path], cfg: DataConfig, iou_min: float = 0.3) -> list[EpisodeArrays]:
