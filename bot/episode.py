@@ -454,6 +454,8 @@ class Episode:
 
         try:
             with av.open(str(self.video_path)) as container:
+                if not container.streams.video:  # garbage can parse as a container of other streams
+                    raise EpisodeError(self.video_path, "undecodable video (no video stream)")
                 stream = container.streams.video[0]
                 if start > 0:
                     container.seek(
@@ -463,7 +465,7 @@ class Episode:
                     index = round(float(vframe.pts * stream.time_base) * self.meta.fps)
                     if index >= start:
                         yield index, vframe.to_ndarray(format="rgb24")
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, UnicodeDecodeError) as exc:  # garbage metadata fails to decode as text
             raise EpisodeError(self.video_path, f"undecodable video ({exc})") from None
 
     def _count_video_frames(self) -> int:
@@ -472,9 +474,10 @@ class Episode:
         count = 0
         try:
             with av.open(str(self.video_path)) as container:
-                for packet in container.demux(video=0):
-                    count += packet.size > 0
-        except av.error.FFmpegError:
+                for stream in container.streams.video[:1]:  # none in garbage parsed as another container
+                    for packet in container.demux(stream):
+                        count += packet.size > 0
+        except (av.error.FFmpegError, UnicodeDecodeError):
             pass  # a cut-off last fragment: keep the frames counted so far
         return count
 

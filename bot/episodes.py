@@ -225,7 +225,7 @@ def count_video_frames(path: Path, decode: bool) -> tuple[int, str | None]:
                     count += 1
             else:
                 count = sum(p.size > 0 for p in container.demux(stream))
-    except (av.error.FFmpegError, IndexError) as exc:  # IndexError: no video stream
+    except (av.error.FFmpegError, IndexError, UnicodeDecodeError) as exc:  # no video stream, garbage metadata
         return count, str(exc) or type(exc).__name__
     return count, None
 
