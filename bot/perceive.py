@@ -57,7 +57,7 @@ from bot.episode import Episode, find_episodes, open_episode
 from bot.errors import PerceptionError
 from bot.hud import HudReader, HudReading
 from bot.profile import GameProfile, load_profile
-from bot.state import OBS_SPEC, Observation, StateEncoder, Summarizer
+from bot.state import OBS_SPEC, Observation, StateEncoder, Summarizer, summarize
 from bot.tracker import Tracker, Tracks
 
 log = logging.getLogger(__name__)
@@ -183,10 +183,23 @@ class PerceivedEpisode:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
-    def observation(self, row: int) -> Observation:
+    def observation(self, row: int, offset_s: float = 0.0) -> Observation:
         a = self.arrays
         names = ("objects", "mask", "track_id", "cls", "glob")
-        return Observation(*(a[name][row] for name in names), float(a["t"][row]))
+        return Observation(*(a[name][row] for name in names), float(a["t"][row]) - offset_s)
+
+    def summaries(self, offset_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(summary (S, F_SUM), summary_end (S,)) of the stored Observations with every second starting
+        `offset_s` s later: the live Summarizer with the class threats of the profile that perceived them, so
+        offset 0 gives the stored arrays. Other offsets are the same play cut into seconds elsewhere (the
+        phase a live run starts at is arbitrary), which the Strategist trains on (`StrategistRun.phases`)."""
+        threats = load_profile(self._profile_ref()).class_threats
+        return summarize([self.observation(r, offset_s) for r in range(len(self))], threats)
+
+    def _profile_ref(self) -> str:
+        """The profile file that perceived these frames if it is still there, else the game's shipped one."""
+        path = str(self.meta.get("profile", ""))
+        return path if path and Path(path).is_file() else str(self.meta.get("game", ""))
 
 
 def perception_info(episode_dir: Path | str) -> dict[str, Any]:

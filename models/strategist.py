@@ -55,12 +55,17 @@ class StrategistConfig:
     n_layers: int = 4
     d_ff: int = 1024  # hidden width of the MLP
     dropout: float = 0.1  # on attention weights, MLP hidden and residual branches
-    max_len: int = 120  # attention window, steps (seconds at 1 Hz)
+    max_len: int = 120  # attention window per layer, steps (seconds at 1 Hz); see receptive_field
     n_modes: int = 5  # size of the mode set (MODES)
     goal_dim: int = 64  # goal embedding width (32-64 intended)
     rope_base: float = 10000.0  # RoPE wavelength base
     use_rope: bool = True  # False only to compare with nn.TransformerEncoderLayer, which has no positions
     label_smoothing: float = 0.1  # default of Strategist.loss
+
+    @property
+    def receptive_field(self) -> int:
+        """Steps one output can depend on: each layer looks max_len - 1 steps further back."""
+        return self.n_layers * (self.max_len - 1) + 1
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_model", "n_heads", "n_layers", "d_ff", "max_len", "goal_dim"):

@@ -201,6 +201,9 @@ class EpisodeArrays:
     click: np.ndarray  # (R,) bool
     key: np.ndarray  # (R,) int64
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # upstream context (set_context)
+    # the same frames summarised with each second starting k / phases s later, k = 1..phases-1: tuples of
+    # (summary, summary_end) like the two fields above (load_episode's `phases`; training episodes only)
+    phase_summaries: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     @property
     def summary_mode(self) -> np.ndarray:
@@ -264,9 +267,10 @@ def _target_slots(
 
 
 def load_episode(
-    path: Path, source: LabelSource, tolerance_s: float = 1.0, iou_min: float = 0.3
+    path: Path, source: LabelSource, tolerance_s: float = 1.0, iou_min: float = 0.3, phases: int = 1
 ) -> EpisodeArrays:
-    """Perception + labels + actions of one episode, aligned on the perceived rows."""
+    """Perception + labels + actions of one episode, aligned on the perceived rows; with `phases` > 1 also
+    the summaries of its seconds cut at the other phases (EpisodeArrays.phase_summaries)."""
     episode = open_episode(path)
     p = load_perception(path)
     steps = episode.steps()
@@ -315,6 +319,7 @@ def load_episode(
         mode=mode,
         target_slot=slots,
         **action_targets(steps, take),
+        phase_summaries=tuple(p.summaries(k / phases) for k in range(1, phases)),
     )
 
 
@@ -379,9 +384,11 @@ def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
     return train, val
 
 
-def load_episodes(paths: list[Path], cfg: DataConfig, iou_min: float = 0.3) -> list[EpisodeArrays]:
+def load_episodes(
+    paths: list[Path], cfg: DataConfig, iou_min: float = 0.3, phases: int = 1
+) -> list[EpisodeArrays]:
     source = label_source(cfg.labels)
-    episodes = [load_episode(p, source, cfg.label_tolerance_s, iou_min) for p in paths]
+    episodes = [load_episode(p, source, cfg.label_tolerance_s, iou_min, phases) for p in paths]
     log.info(
         "loaded %d episodes (%d rows, %d seconds), labels %r",
         len(episodes),
@@ -455,19 +462,25 @@ class StrategistDataset(Dataset):
 
     Windows start every `stride` seconds; in a window after an episode's first, the first `history - stride`
     steps are context only (label IGNORE_INDEX), so every second is scored exactly once, with at least
-    history - stride seconds of history (or all the episode had).
+    history - stride seconds of history (or all the episode had). An episode loaded with phases > 1 gives
+    the same windows over each of its phase summaries too (the label: the mode at each second's last row).
     """
 
     def __init__(self, episodes: list[EpisodeArrays], history: int = 60, stride: int = 30) -> None:
         if history < 1 or not 1 <= stride <= history:
             raise DatasetError(f"StrategistDataset: expected 1 <= stride <= history, got {stride}, {history}")
-        self.episodes, self.history = episodes, history
-        self.windows: list[tuple[int, int, int]] = []  # (episode, start, first scored step)
-        for e, ep in enumerate(episodes):
-            n = len(ep.summary)
+        self.history = history
+        # (summary, mode labels) of every phase of every episode
+        self.views: list[tuple[np.ndarray, np.ndarray]] = []
+        for ep in episodes:
+            for summary, ends in ((ep.summary, ep.summary_end), *ep.phase_summaries):
+                self.views.append((summary, ep.mode[ends]))
+        self.windows: list[tuple[int, int, int]] = []  # (view, start, first scored step)
+        for v, (summary, _) in enumerate(self.views):
+            n = len(summary)
             start = 0
             while n > 0:
-                self.windows.append((e, start, 0 if start == 0 else history - stride))
+                self.windows.append((v, start, 0 if start == 0 else history - stride))
                 if start + history >= n:
                     break
                 start += stride
@@ -476,12 +489,12 @@ class StrategistDataset(Dataset):
         return len(self.windows)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        e, start, scored = self.windows[i]
-        ep = self.episodes[e]
-        end = min(start + self.history, len(ep.summary))
-        modes = ep.summary_mode[start:end].copy()
+        v, start, scored = self.windows[i]
+        summary, labels = self.views[v]
+        end = min(start + self.history, len(summary))
+        modes = labels[start:end].copy()
         modes[:scored] = IGNORE_INDEX
-        return {"x": torch.from_numpy(ep.summary[start:end]), "modes": torch.from_numpy(modes)}
+        return {"x": torch.from_numpy(summary[start:end]), "modes": torch.from_numpy(modes)}
 
 
 def collate_strategist(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -12,6 +12,7 @@ Examples (after `pilot demos --out data/recordings/arena` and `pilot perceive --
 
     train_strategist --data.data data/recordings/arena --data.val-data data/recordings/arena-heldout
     train_strategist --config strategist.yaml --train.epochs 40 --label-smoothing 0.05
+    train_strategist --data.data data/recordings/arena --phases 4 --train.epochs 12   # 4 cuts of each second
     train_tactician --data.data data/recordings/arena --strategist data/checkpoints/strategist/best
     train_executor --data.data data/recordings/arena --chunk 64 --train.max-steps 2000
     train_strategist --train.out-dir data/checkpoints/strategist --train.resume auto   # continue a run
@@ -92,12 +93,17 @@ class StrategistRun:
     history: int = 60  # seconds of summaries per training window (the live history)
     stride: int = 0  # seconds between window starts; 0 = history // 2
     label_smoothing: float = 0.1  # cross-entropy label smoothing of the mode
+    # each training episode is also summarised with its seconds starting k / phases s later (k < phases):
+    # the same play cut into seconds at another phase, as a live run may start at any instant
+    phases: int = 1
     threads: int = 1  # torch CPU threads, 0 = torch default; 1 was 30x faster than 2 on a busy 2-core CPU
     config: Path | None = None  # YAML/JSON file of defaults; flags override it
 
     def __post_init__(self) -> None:
         _check_positive(self, "history")
         _check_threads(self)
+        if isinstance(self.phases, bool) or not isinstance(self.phases, int) or self.phases < 1:
+            raise ValueError(f"StrategistRun.phases: expected an integer >= 1, got {self.phases!r}")
         if (
             isinstance(self.stride, bool)
             or not isinstance(self.stride, int)
@@ -281,7 +287,7 @@ def run_strategist(cfg: StrategistRun) -> int:
     from training.tasks import StrategistTask
 
     stride = cfg.stride or max(1, cfg.history // 2)
-    task = StrategistTask(cfg.data, cfg.model, cfg.history, stride, cfg.label_smoothing)
+    task = StrategistTask(cfg.data, cfg.model, cfg.history, stride, cfg.label_smoothing, cfg.phases)
     return run_training(task, cfg.train)
 
 

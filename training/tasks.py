@@ -16,6 +16,7 @@ the model's normalisation statistics (and the Executor's mouse grid) on the trai
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -51,6 +52,8 @@ from training.datasets import (
 from training.loop import unwrap_model
 from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_px, target_accuracy
 
+log = logging.getLogger(__name__)
+
 
 def _fit_normalizer(norm: nn.Module, samples: np.ndarray) -> None:
     norm.fit(torch.from_numpy(samples.reshape(-1, samples.shape[-1])))
@@ -76,6 +79,7 @@ class _EpisodeTask:
     """Shared part: split by episode, load once, metadata."""
 
     name = "task"
+    phases = 1  # summary phases of the training episodes (load_episode); only the Strategist reads them
 
     def __init__(self, data: DataConfig, iou_min: float = 0.3) -> None:
         self.data, self.iou_min = data, iou_min
@@ -86,7 +90,7 @@ class _EpisodeTask:
         if self._split is None:
             train_paths, val_paths = split_episodes(self.data)
             self._paths = (train_paths, val_paths)
-            train = load_episodes(train_paths, self.data, self.iou_min)
+            train = load_episodes(train_paths, self.data, self.iou_min, self.phases)
             val = load_episodes(val_paths, self.data, self.iou_min) if val_paths else []
             self._prepare(train + val)
             self._split = (train, val)
@@ -126,10 +130,19 @@ class StrategistTask(_EpisodeTask):
         history: int = 60,
         stride: int = 30,
         label_smoothing: float = 0.1,
+        phases: int = 1,
     ) -> None:
         super().__init__(data)
         self.model_cfg = StrategistConfig(**{**model.__dict__, "d_in": F_SUM, "n_modes": len(MODES)})
         self.history, self.stride, self.label_smoothing = history, stride, label_smoothing
+        self.phases = phases
+        reach = self.model_cfg.receptive_field
+        if reach > history:
+            log.warning(
+                "Strategist: live it reads up to %d s back (n_layers x max_len), its training windows hold %d"
+                ": it will meet longer histories than it learnt from (set model.max_len <= %d)",
+                reach, history, (history - 1) // self.model_cfg.n_layers + 1,
+            )  # fmt: skip
 
     def build_model(self) -> nn.Module:
         model = Strategist(self.model_cfg)
@@ -167,7 +180,7 @@ class StrategistTask(_EpisodeTask):
 
     def metadata(self) -> Mapping[str, Any]:
         return {**super().metadata(), "history": self.history, "stride": self.stride,
-                "label_smoothing": self.label_smoothing}  # fmt: skip
+                "label_smoothing": self.label_smoothing, "phases": self.phases}  # fmt: skip
 
 
 @torch.no_grad()

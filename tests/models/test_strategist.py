@@ -121,6 +121,17 @@ def test_window_mask():
     assert torch.equal(mask, expected)
 
 
+def test_an_output_reads_exactly_its_receptive_field():
+    model = tiny(max_len=4)  # 2 layers: the last step reads the last 2 * 3 + 1 = 7 steps
+    assert model.config.receptive_field == 7
+    x = torch.randn(1, 12, 6)
+    base = model(x).mode_logits[0, -1]
+    for t, inside in ((12 - 7, True), (12 - 8, False)):  # the oldest step read, and the one before it
+        changed = x.clone()
+        changed[0, t] += 5.0
+        assert torch.allclose(model(changed).mode_logits[0, -1], base) != inside
+
+
 def test_loss_ignores_padding_and_uses_label_smoothing():
     model = tiny()
     out = model(torch.randn(2, 4, 6))

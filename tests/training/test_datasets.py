@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bot.episode import find_episodes
+from bot.perceive import load_perception
 from bot.state import GLOB
 from models.strategist import IGNORE_INDEX, MODES
 from training.datasets import (
@@ -207,6 +208,39 @@ def test_strategist_windows_score_each_second_once(perceived: Path) -> None:
     assert (batch["modes"][~batch["valid"]] == IGNORE_INDEX).all()
     with pytest.raises(DatasetError, match="stride"):
         StrategistDataset([ep], history=2, stride=3)
+
+
+def test_phase_summaries_cut_the_same_frames_into_other_seconds(perceived: Path) -> None:
+    path = find_episodes(perceived)[0]
+    p = load_perception(path)
+    summary, ends = p.summaries(0.0)  # the live Summarizer over the stored Observations: the stored arrays
+    np.testing.assert_array_equal(summary, p["summary"])
+    np.testing.assert_array_equal(ends, p["summary_end"])
+    ep = load_episode(path, FileLabels("expert"), phases=4)
+    assert len(ep.phase_summaries) == 3
+    t = p["t"]
+    for k, (shifted, shifted_ends) in enumerate(ep.phase_summaries, start=1):
+        offset = k / 4
+        assert shifted.shape[1] == summary.shape[1] and not np.array_equal(shifted_ends, ends)
+        # each second ends on the last frame before a boundary at (whole second + offset)
+        second = np.floor(t[shifted_ends] - offset)
+        np.testing.assert_array_equal(second[:-1] + 1, np.floor(t[shifted_ends[:-1] + 1] - offset))
+
+
+def test_strategist_trains_on_every_phase_with_the_mode_at_each_seconds_end(perceived: Path) -> None:
+    path = find_episodes(perceived)[0]
+    one, four = load_episode(path, FileLabels("expert")), load_episode(path, FileLabels("expert"), phases=4)
+    single, phased = (
+        StrategistDataset([one], history=4, stride=2),
+        StrategistDataset([four], history=4, stride=2),
+    )
+    assert len(phased.views) == 4 and len(phased) > 3 * len(single)
+    for i in range(len(single)):  # phase 0 is the stored summary, windows unchanged
+        torch.testing.assert_close(phased[i]["x"], single[i]["x"])
+    summary, ends = four.phase_summaries[1]
+    first = next(i for i, (v, start, _) in enumerate(phased.windows) if v == 2 and start == 0)
+    torch.testing.assert_close(phased[first]["x"], torch.from_numpy(summary[:4]))
+    np.testing.assert_array_equal(phased[first]["modes"].numpy(), four.mode[ends[:4]])
 
 
 def test_executor_chunks_cover_the_episode_and_pad(perceived: Path) -> None:

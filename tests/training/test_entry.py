@@ -16,7 +16,7 @@ from training.entry import executor_main, main, strategist_main, tactician_main
 TINY = {
     "strategist": ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-layers", "1",
                    "--model.d-ff", "64", "--model.goal-dim", "8", "--history", "4", "--stride", "2",
-                   "--train.batch-size", "2"],
+                   "--phases", "2", "--train.batch-size", "2"],
     "tactician": ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-layers", "1",
                   "--model.d-ff", "64", "--model.goal-dim", "8", "--train.batch-size", "8"],
     "executor": ["--model.d-model", "16", "--model.n-layers", "1", "--model.goal-dim", "8",
@@ -47,6 +47,8 @@ def test_entry_point_trains_checkpoints_and_resumes(name: str, perceived: Path, 
     assert type(load_model(last)).__name__ == name.capitalize()  # a models.io folder
     assert main([name, *_argv(name, perceived, out, 4), "--train.resume", "auto"]) == 0  # via `pilot train`
     assert _state(out / "last")["step"] == 4
+    if name == "strategist":
+        assert json.loads((last / "config.json").read_text())["metadata"]["phases"] == 2
 
 
 @pytest.mark.parametrize("name", ["strategist", "tactician", "executor", "policy"])
@@ -164,3 +166,12 @@ def test_extra_data_models_are_validated() -> None:
         ValueError, match=r"PolicyRun.extra_data_models: expected names among .*\['planner'\]"
     ):
         PolicyRun(extra_data_models=("planner",))
+
+
+def test_strategist_phases_are_validated() -> None:
+    from training.entry import StrategistRun
+
+    assert StrategistRun().phases == 1 and StrategistRun(phases=4).phases == 4
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="StrategistRun.phases: expected an integer >= 1"):
+            StrategistRun(phases=bad)

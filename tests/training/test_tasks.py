@@ -62,6 +62,18 @@ def test_strategist_task(perceived: Path) -> None:
     np.testing.assert_allclose(model.norm_in.mean.numpy(), summaries.mean(0), rtol=1e-4, atol=1e-5)
 
 
+def test_strategist_task_warns_when_live_reads_further_back_than_training(
+    perceived: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    two_layers = StrategistConfig(d_model=32, n_heads=2, n_layers=2, d_ff=64, goal_dim=8, max_len=16)
+    with caplog.at_level("WARNING", logger="training.tasks"):
+        StrategistTask(_data(perceived), two_layers, history=31, stride=2)  # 2 x 15 + 1 = 31: fits
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="training.tasks"):
+        StrategistTask(_data(perceived), two_layers, history=30, stride=2)
+    assert "reads up to 31 s back" in caplog.text and "max_len <= 15" in caplog.text
+
+
 def test_tactician_task_with_strategist_goals(perceived: Path, tmp_path: Path) -> None:
     strategist = StrategistTask(_data(perceived), SMALL_S).build_model()
     save_model(tmp_path / "strategist", strategist)
