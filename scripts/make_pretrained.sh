@@ -4,7 +4,7 @@
 #   expert demos (train + held-out seeds) ─▶ detector (pilot train detector, or DETECTOR=<folder>)
 #       ─▶ perception of every episode (pilot perceive) ─▶ pilot train policy (training/configs/arena_policy.yaml)
 #       ─▶ DAgger: that policy plays, the expert labels every frame (pilot dagger) ─▶ pilot train policy again,
-#          the Strategist on demos + more demos + DAgger episodes (training/policy.py extra_data_models)
+#          the Strategist on demos + DAgger episodes (training/policy.py extra_data_models)
 #       ─▶ the bundle without its runs/ copied into data/pretrained/arena
 #
 # Usage (from anywhere; every setting is an environment variable with the default shown):
@@ -12,24 +12,22 @@
 #   DETECTOR=data/detectors/arena bash scripts/make_pretrained.sh     # reuse a trained detector folder
 #
 #   EPISODES=48 HELDOUT=6 EPISODE_SECONDS=120  demo episodes (seeds 0.., held-out seeds 2000..) and their length
-#   MORE=48                             more demos (seeds EPISODES..) for the Strategist's second training only
-#   DAGGER=48                           DAgger episodes (seeds 5000..) played by the first policy; 0 = none
+#   DAGGER=24                           DAgger episodes (seeds 5000..) played by the first policy; 0 = none
 #   WIDTH=640 HEIGHT=360 ZOOM=0.5       capture size; zoom 0.5 at 640x360 shows the 1280x720 world area
 #   WORKERS=2 THREADS=1                 demo processes; torch / detector threads
 #   WORK=data/make_pretrained           where recordings, the detector and the training runs go
 #   TRAIN_DATA=$WORK/recordings/arena-policy HELDOUT_DATA=$WORK/recordings/arena-policy-heldout
-#   MORE_DATA=$WORK/recordings/arena-policy-extra DAGGER_DATA=$WORK/recordings/arena-dagger
+#   DAGGER_DATA=$WORK/recordings/arena-dagger
 #                                       the episode folders (point them at existing ones to reuse them)
 #   OUT=data/pretrained/arena           the shipped bundle
 # Every step resumes: complete demo episodes, current perception and finished training are kept, so running
-# the command again after an interruption continues where it stopped. Takes about 4 h on 2 busy CPU cores
-# (perception of 102 two-minute episodes, ~60 s each, two policy trainings and 48 DAgger episodes).
+# the command again after an interruption continues where it stopped. Takes about 3 h on 2 busy CPU cores
+# (perception of 54 two-minute episodes, ~50 s each, two policy trainings and the DAgger play).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EPISODES=${EPISODES:-48}
-MORE=${MORE:-48}
-DAGGER=${DAGGER:-48}
+DAGGER=${DAGGER:-24}
 HELDOUT=${HELDOUT:-6}
 SECONDS_PER_EPISODE=${EPISODE_SECONDS:-120}
 WIDTH=${WIDTH:-640}
@@ -45,18 +43,12 @@ export OMP_NUM_THREADS=$THREADS
 
 train_dir=${TRAIN_DATA:-$WORK/recordings/arena-policy}
 heldout_dir=${HELDOUT_DATA:-$WORK/recordings/arena-policy-heldout}
-more_dir=${MORE_DATA:-$WORK/recordings/arena-policy-extra}
 dagger_dir=${DAGGER_DATA:-$WORK/recordings/arena-dagger}
 demo_args=(--seconds "$SECONDS_PER_EPISODE" --width "$WIDTH" --height "$HEIGHT" --zoom "$ZOOM" --workers "$WORKERS")
 
 echo "== 1/7 expert demos: $EPISODES train + $HELDOUT held-out episodes at ${WIDTH}x${HEIGHT} zoom $ZOOM"
 "$PILOT" demos --out "$train_dir" --episodes "$EPISODES" --seed 0 "${demo_args[@]}"
 "$PILOT" demos --out "$heldout_dir" --episodes "$HELDOUT" --seed 2000 "${demo_args[@]}"
-extra_dirs=()
-if (( MORE > 0 )); then
-    "$PILOT" demos --out "$more_dir" --episodes "$MORE" --seed "$EPISODES" "${demo_args[@]}"
-    extra_dirs+=("$more_dir")
-fi
 
 if [[ -n "${DETECTOR:-}" ]]; then
     echo "== 2/7 detector: using $DETECTOR"
@@ -73,9 +65,6 @@ fi
 echo "== 3/7 perception (the deployed detector + tracker + HUD + state encoder over every frame)"
 "$PILOT" perceive --episodes "$heldout_dir" --detector "$detector" --threads "$THREADS"
 "$PILOT" perceive --episodes "$train_dir" --detector "$detector" --threads "$THREADS"
-for folder in "${extra_dirs[@]}"; do
-    "$PILOT" perceive --episodes "$folder" --detector "$detector" --threads "$THREADS"
-done
 
 echo "== 4/7 pilot train policy ($CONFIG) on the demos"
 runs=$WORK/policy
@@ -87,12 +76,9 @@ if (( DAGGER > 0 )); then
     echo "== 5/7 DAgger: the policy plays $DAGGER episodes, the expert labels every frame it reaches"
     "$PILOT" dagger --policy "$runs" --out "$dagger_dir" --episodes "$DAGGER" --seed 5000 "${demo_args[@]}" \
         --threads "$THREADS"
-    extra_dirs+=("$dagger_dir")
-fi
-if (( ${#extra_dirs[@]} > 0 )); then
-    echo "== 6/7 pilot train policy again: the Strategist also learns from ${extra_dirs[*]}"
-    runs=$WORK/policy-more
-    "${train[@]}" --data.extra-data "${extra_dirs[@]}" --out "$runs"
+    echo "== 6/7 pilot train policy again: the Strategist also learns the expert's modes on the DAgger episodes"
+    runs=$WORK/policy-dagger
+    "${train[@]}" --data.extra-data "$dagger_dir" --out "$runs"
 fi
 
 echo "== 7/7 bundle -> $OUT (without runs/)"
