@@ -43,6 +43,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -193,13 +194,15 @@ class PerceivedEpisode:
         `offset_s` s later: the live Summarizer with the class threats of the profile that perceived them, so
         offset 0 gives the stored arrays. Other offsets are the same play cut into seconds elsewhere (the
         phase a live run starts at is arbitrary), which the Strategist trains on (`StrategistRun.phases`)."""
-        threats = load_profile(self._profile_ref()).class_threats
-        return summarize([self.observation(r, offset_s) for r in range(len(self))], threats)
+        return summarize([self.observation(r, offset_s) for r in range(len(self))], self.class_threats)
 
-    def _profile_ref(self) -> str:
-        """The profile file that perceived these frames if it is still there, else the game's shipped one."""
+    @cached_property
+    def class_threats(self) -> tuple[float, ...]:
+        """Class threats of the profile file that perceived these frames if it is still there, else of the
+        game's shipped profile (read once, however many cuts are summarised)."""
         path = str(self.meta.get("profile", ""))
-        return path if path and Path(path).is_file() else str(self.meta.get("game", ""))
+        ref = path if path and Path(path).is_file() else str(self.meta.get("game", ""))
+        return load_profile(ref).class_threats
 
 
 def perception_info(episode_dir: Path | str) -> dict[str, Any]:
