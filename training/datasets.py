@@ -72,6 +72,8 @@ class DataConfig:
     data: Path = Path("data/recordings/arena")  # folder searched for perceived episodes
     val_data: Path | None = None  # held-out episodes; None = take val_fraction of `data` by episode
     extra_data: tuple[Path, ...] = ()  # more folders whose episodes only ever train (e.g. `pilot dagger`'s)
+    # episodes scored once after training, with the best checkpoint: never trained on, never used to choose it
+    test_data: Path | None = None
     val_fraction: float = 0.2  # share of `data` episodes held out when val_data is None
     split_seed: int = 0  # seeds which episodes are held out
     labels: str = "expert"  # label source: expert | heuristic | <name>[:<min_confidence>]
@@ -80,6 +82,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.data = Path(self.data)
         self.val_data = None if self.val_data in (None, "") else Path(self.val_data)
+        self.test_data = None if self.test_data in (None, "") else Path(self.test_data)
         self.extra_data = tuple(Path(p) for p in self.extra_data)
         if not (isinstance(self.val_fraction, int | float) and 0.0 <= self.val_fraction < 1.0):
             raise DatasetError(
@@ -382,6 +385,25 @@ def split_episodes(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
                 seen.add(path.resolve())
                 train.append(path)
     return train, val
+
+
+def final_test_episodes(cfg: DataConfig, used: list[Path]) -> list[Path]:
+    """The test_data episode folders ([] without test_data); an error if one of them is in `used` (the
+    training and validation episodes), by path or by name (a copy): a test score is only worth something on
+    episodes nothing else saw."""
+    if cfg.test_data is None:
+        return []
+    test = perceived_episodes(cfg.test_data)
+    if not test:
+        raise DatasetError(f"DataConfig.test_data: no perceived episodes under {cfg.test_data}")
+    seen = {p.resolve() for p in used} | {p.name for p in used}
+    shared = [p.name for p in test if p.resolve() in seen or p.name in seen]
+    if shared:
+        raise DatasetError(
+            f"DataConfig.test_data: {shared[0]} is also a training or validation episode"
+            f" ({len(shared)} shared); expected episodes used nowhere else"
+        )
+    return test
 
 
 def load_episodes(

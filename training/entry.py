@@ -11,6 +11,7 @@ Examples (after `pilot demos --out data/recordings/arena` and `pilot perceive --
 --detector data/detectors/arena`):
 
     train_strategist --data.data data/recordings/arena --data.val-data data/recordings/arena-heldout
+    train_strategist ... --data.test-data data/recordings/arena-test   # scored once with best/ at the end
     train_strategist --config strategist.yaml --train.epochs 40 --label-smoothing 0.05
     train_strategist --data.data data/recordings/arena --phases 4 --train.epochs 12   # 4 cuts of each second
     train_tactician --data.data data/recordings/arena --strategist data/checkpoints/strategist/best
@@ -21,6 +22,9 @@ Examples (after `pilot demos --out data/recordings/arena` and `pilot perceive --
     pilot train detector --data data/recordings/arena-detector --out data/detectors/arena
 
 Checkpoints land in `--train.out-dir` (last/ and best/, each a models.io folder: models.io.load_model(dir)).
+best/ is chosen on the validation episodes, so its validation score flatters it; `--data.test-data` episodes
+(never trained on, never used for that choice) are scored once with best/ when the run ends: the log's
+"test ..." line and <out-dir>/test_metrics.json.
 """
 
 from __future__ import annotations

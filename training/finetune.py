@@ -254,7 +254,7 @@ class _VLMEpisodes:
     def episodes(self) -> tuple[list[EpisodeArrays], list[EpisodeArrays]]:
         if self._split is None:  # type: ignore[has-type]
             train_paths, val_paths = split_episodes(self.data)
-            self._paths = (train_paths, val_paths)
+            self._paths = (train_paths, val_paths, [])  # fine-tuning scores held-out itself (no test_data)
             load = [
                 [load_episode(p, self.source, self.data.label_tolerance_s, self.iou_min) for p in paths]
                 for paths in (train_paths, val_paths)

@@ -65,6 +65,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from training.checkpoint import (
+    MODEL_FILE,
     STATE_FILE,
     RngState,
     TrainerState,
@@ -73,6 +74,7 @@ from training.checkpoint import (
     find_checkpoint,
     load_checkpoint,
     read_config,
+    read_weights,
     restore_rng,
     save_checkpoint,
     versions,
@@ -234,6 +236,9 @@ class Task(Protocol):
     `evaluate` receives the EMA model in eval mode under no_grad and autocast, and an iterable of validation
     batches on the device; it returns the real metrics (training/metrics.py), logged as eval/<key>.
     Datasets are map-style (`len`, `[i]`); `collate` turns a list of samples into a batch.
+    Optional: `test_dataset()` (a Dataset or None): episodes kept out of training and of the choice of best/,
+    scored once when the run ends with the best/ weights (`evaluate` again), logged as "test ..." and written
+    to <out_dir>/test_metrics.json.
     """
 
     name: str  # e.g. "strategist"; names the run in logs and config.json
@@ -279,6 +284,7 @@ class TrainResult:
     best_dir: Path | None  # out_dir/best, if validation ran
     model: nn.Module  # raw weights
     ema_model: nn.Module  # EMA weights (the raw model when EMA is off)
+    test_metrics: dict[str, float] | None = None  # Task.test_dataset scored with best/ (None: no test set)
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -648,6 +654,7 @@ def train(task: Task, cfg: TrainConfig) -> TrainResult:
         with StopOnSignal() as stop, logging_redirect_tqdm():  # log lines print above the progress bar
             _run_steps(run, stop)
         result = _result(run)
+        result.test_metrics = _test(run)
         finished = True
         return result
     finally:
@@ -1166,6 +1173,34 @@ def _accumulate(run: _Run, out: StepOutput, lr: float) -> None:
         ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
     )
     _reset_window(run)
+
+
+TEST_FILE = "test_metrics.json"
+
+
+def _test(run: _Run) -> dict[str, float] | None:
+    """Score Task.test_dataset once with the best/ weights (last/ when the run never validated), on rank 0."""
+    test_dataset = getattr(run.task, "test_dataset", None)
+    test_set = test_dataset() if test_dataset is not None and run.ctx.is_main else None
+    if test_set is None:
+        return None
+    out = run.cfg.out_dir
+    folder = find_checkpoint(out, "best") or find_checkpoint(out, "last")
+    assert folder is not None, "train() saves last/ before the test"
+    model = copy.deepcopy(run.eval_model)
+    model.load_state_dict(read_weights(folder / MODEL_FILE, model))
+    metrics = evaluate(run.task, model, _val_batches(run.task, test_set, run.cfg, run.ctx), run.autocast)
+    step = json.loads((folder / STATE_FILE).read_text())["step"]
+    log.info(
+        "test (%s/ of step %d, %d samples): %s", folder.name, step, len(test_set),
+        ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())),
+    )  # fmt: skip
+    record = {"checkpoint": folder.name, "step": step, "samples": len(test_set),
+              "metrics": {k: None if math.isnan(v) else v for k, v in metrics.items()}}  # fmt: skip
+    tmp = out / (TEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / TEST_FILE)
+    return metrics
 
 
 def _result(run: _Run) -> TrainResult:

@@ -9,7 +9,8 @@ validated) are copied into the bundle:
 
     <out>/
         bundle.json     {"format": "orbit-pilot-policy", "format_version": 1, "profile", "obs_spec", "modes",
-                         "detector": {"path", "copied"}, "models": {name: folder}, "metrics", "data",
+                         "detector": {"path", "copied"}, "models": {name: folder}, "metrics" (each
+                         model's validation at its best/, and "test" with --data.test-data), "data",
                          "versions"}
         detector/       copy of --detector (when --copy-detector and a detector is given)
         strategist/     models.io folder: models.io.load_model(<out>/strategist)
@@ -52,6 +53,7 @@ from training.entry import (
     run_strategist,
     run_tactician,
 )
+from training.loop import TEST_FILE
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,9 @@ def write_bundle(cfg: PolicyRun, checkpoints: dict[str, Path]) -> Path:
         metrics[name] = {k: None if v != v else v for k, v in state.get("last_metrics", {}).items()}
         metrics[name]["checkpoint"] = str(folder)
         metrics[name]["config"] = read_config(folder).get("metadata", {})
+        test = folder.parent / TEST_FILE  # data.test_data scored with this checkpoint when the run ended
+        if test.exists():
+            metrics[name]["test"] = json.loads(test.read_text())["metrics"]
     detector: dict[str, Any] = {"path": None, "copied": False}
     if cfg.detector is not None:
         if cfg.copy_detector:

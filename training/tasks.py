@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from bot.state import GLOB, OBJ, OBS_SPEC
 from models.executor import Executor, ExecutorConfig
@@ -44,6 +45,7 @@ from training.datasets import (
     click_destinations,
     collate_executor,
     collate_strategist,
+    final_test_episodes,
     load_episodes,
     set_teacher_context,
     split_episodes,
@@ -84,25 +86,43 @@ class _EpisodeTask:
     def __init__(self, data: DataConfig, iou_min: float = 0.3) -> None:
         self.data, self.iou_min = data, iou_min
         self._split: tuple[list[EpisodeArrays], list[EpisodeArrays]] | None = None
-        self._paths: tuple[list[Path], list[Path]] | None = None
+        self._test: list[EpisodeArrays] = []
+        self._paths: tuple[list[Path], list[Path], list[Path]] | None = None
 
     def episodes(self) -> tuple[list[EpisodeArrays], list[EpisodeArrays]]:
+        """(train, validation) episodes; the test episodes (DataConfig.test_data) load with them, so a bad
+        test folder fails before training rather than after it."""
         if self._split is None:
             train_paths, val_paths = split_episodes(self.data)
-            self._paths = (train_paths, val_paths)
+            test_paths = final_test_episodes(self.data, train_paths + val_paths)
+            self._paths = (train_paths, val_paths, test_paths)
             train = load_episodes(train_paths, self.data, self.iou_min, self.phases)
             val = load_episodes(val_paths, self.data, self.iou_min) if val_paths else []
-            self._prepare(train + val)
+            self._test = load_episodes(test_paths, self.data, self.iou_min) if test_paths else []
+            self._prepare(train + val + self._test)
             self._split = (train, val)
         return self._split
 
     def _prepare(self, episodes: list[EpisodeArrays]) -> None:
         """Hook: attach upstream context to every episode."""
 
+    def _eval_dataset(self, episodes: list[EpisodeArrays]) -> Dataset:
+        """The task's dataset over validation or test episodes."""
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset | None:
+        val = self.episodes()[1]
+        return self._eval_dataset(val) if val else None
+
+    def test_dataset(self) -> Dataset | None:
+        """DataConfig.test_data's episodes, which the loop scores once with the best checkpoint."""
+        self.episodes()
+        return self._eval_dataset(self._test) if self._test else None
+
     def metadata(self) -> Mapping[str, Any]:
         self.episodes()
         assert self._paths is not None, "episodes() sets the paths"
-        train, val = self._paths
+        train, val, test = self._paths
         return {
             "obs_spec": OBS_SPEC.to_dict(),
             "modes": list(MODES),
@@ -110,8 +130,10 @@ class _EpisodeTask:
                 "labels": self.data.labels,
                 "train_episodes": [p.name for p in train],
                 "val_episodes": [p.name for p in val],
+                "test_episodes": [p.name for p in test],
                 "root": str(self.data.data),
                 "val_root": None if self.data.val_data is None else str(self.data.val_data),
+                "test_root": None if self.data.test_data is None else str(self.data.test_data),
                 "extra_roots": [str(p) for p in self.data.extra_data],
             },
         }
@@ -153,9 +175,8 @@ class StrategistTask(_EpisodeTask):
     def train_dataset(self) -> StrategistDataset:
         return StrategistDataset(self.episodes()[0], self.history, self.stride)
 
-    def val_dataset(self) -> StrategistDataset | None:
-        val = self.episodes()[1]
-        return StrategistDataset(val, self.history, self.stride) if val else None
+    def _eval_dataset(self, episodes: list[EpisodeArrays]) -> StrategistDataset:
+        return StrategistDataset(episodes, self.history, self.stride)
 
     def collate(self, samples: list[Any]) -> dict[str, Tensor]:
         return collate_strategist(samples)
@@ -247,9 +268,8 @@ class TacticianTask(_EpisodeTask):
     def train_dataset(self) -> TacticianDataset:
         return TacticianDataset(self.episodes()[0], self.hz)
 
-    def val_dataset(self) -> TacticianDataset | None:
-        val = self.episodes()[1]
-        return TacticianDataset(val, self.hz) if val else None
+    def _eval_dataset(self, episodes: list[EpisodeArrays]) -> TacticianDataset:
+        return TacticianDataset(episodes, self.hz)
 
     def collate(self, samples: list[Any]) -> dict[str, Tensor]:
         return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
@@ -391,9 +411,8 @@ class ExecutorTask(_EpisodeTask):
     def train_dataset(self) -> ExecutorDataset:
         return ExecutorDataset(self.episodes()[0], self.chunk)
 
-    def val_dataset(self) -> ExecutorDataset | None:
-        val = self.episodes()[1]
-        return ExecutorDataset(val, self.chunk) if val else None
+    def _eval_dataset(self, episodes: list[EpisodeArrays]) -> ExecutorDataset:
+        return ExecutorDataset(episodes, self.chunk)
 
     def collate(self, samples: list[Any]) -> dict[str, Tensor]:
         return collate_executor(samples)

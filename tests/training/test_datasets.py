@@ -25,6 +25,7 @@ from training.datasets import (
     TacticianDataset,
     collate_executor,
     collate_strategist,
+    final_test_episodes,
     label_source,
     load_episode,
     mode_goals,
@@ -79,6 +80,22 @@ def test_extra_data_only_ever_trains(perceived: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="DataConfig.extra_data"):
         split_episodes(DataConfig(data=perceived, extra_data=(tmp_path / "empty",)))
+
+
+def test_test_data_must_be_episodes_used_nowhere_else(perceived: Path, tmp_path: Path) -> None:
+    episodes = find_episodes(perceived)
+    train, val = split_episodes(DataConfig(data=perceived, val_data=episodes[0]))
+    assert final_test_episodes(DataConfig(data=perceived), train + val) == []  # no test_data: none
+    with pytest.raises(DatasetError, match=r"test_data: expert-\d+ is also a training or validation episode"):
+        final_test_episodes(DataConfig(data=perceived, test_data=episodes[1]), train + val)
+    copy = tmp_path / "test"
+    shutil.copytree(episodes[0], copy / episodes[0].name)  # the validation episode under another path
+    with pytest.raises(DatasetError, match="also a training or validation episode"):
+        final_test_episodes(DataConfig(data=perceived, test_data=copy), train + val)
+    assert final_test_episodes(DataConfig(data=perceived, test_data=copy), train) == [copy / episodes[0].name]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="DataConfig.test_data: no perceived episodes"):
+        final_test_episodes(DataConfig(data=perceived, test_data=tmp_path / "empty"), train)
 
 
 def test_label_source_specs() -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,21 +103,39 @@ def test_bad_config_file_is_a_one_line_error(
     assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
 
 
+def test_test_data_is_scored_with_the_best_checkpoint(
+    perceived: Path, perceived_factory: Any, tmp_path: Path
+) -> None:
+    test = perceived_factory(tmp_path / "test", 1, 6, 10)  # seed 10: an episode no other folder holds
+    out = tmp_path / "strategist"
+    assert strategist_main([*_argv("strategist", perceived, out, 2), "--data.test-data", str(test)]) == 0
+    record = json.loads((out / "test_metrics.json").read_text())
+    assert record["checkpoint"] == "best" and record["samples"] >= 1
+    assert 0.0 <= record["metrics"]["mode_acc"] <= 1.0 and "mode_f1_macro" in record["metrics"]
+    meta = json.loads((out / "best" / "config.json").read_text())["metadata"]["data"]
+    assert meta["test_episodes"] == ["expert-000010"] and meta["test_root"] == str(test)
+    assert "expert-000010" not in meta["train_episodes"] + meta["val_episodes"]
+
+
 def test_missing_data_is_a_one_line_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
         assert strategist_main(["--data.data", str(tmp_path), "--train.out-dir", str(tmp_path / "o")]) == 1
     assert any("no perceived episodes" in r.getMessage() for r in caplog.records)
 
 
-def test_policy_trains_in_order_and_writes_a_bundle(perceived: Path, tmp_path: Path) -> None:
+def test_policy_trains_in_order_and_writes_a_bundle(
+    perceived: Path, perceived_factory: Any, tmp_path: Path
+) -> None:
     out = tmp_path / "bundle"
+    test = perceived_factory(tmp_path / "test", 1, 6, 10)
     detector = tmp_path / "det"
     detector.mkdir()
     (detector / "model.onnx").write_bytes(b"onnx")
     extra = tmp_path / "dagger"  # stands for `pilot dagger` episodes: only the Strategist trains on them
     shutil.copytree(sorted(perceived.glob("expert-*"))[0], extra / "dagger-000000")
     argv = ["policy", "--data.data", str(perceived), "--data.val-fraction", "0.3", "--out", str(out),
-            "--detector", str(detector), "--data.extra-data", str(extra)]  # fmt: skip
+            "--detector", str(detector), "--data.extra-data", str(extra),
+            "--data.test-data", str(test)]  # fmt: skip
     for name in ("strategist", "tactician", "executor"):
         tiny = [a.replace("--", f"--{name}.", 1) if a.startswith("--") else a for a in TINY[name]]
         argv += [*tiny, f"--{name}.train.max-steps", "2", f"--{name}.train.no-progress"]
@@ -135,6 +154,8 @@ def test_policy_trains_in_order_and_writes_a_bundle(perceived: Path, tmp_path: P
     assert (out / "detector" / "model.onnx").read_bytes() == b"onnx"
     for name in ("strategist", "tactician", "executor"):
         assert type(load_model(out / bundle["models"][name])).__name__ == name.capitalize()
+        test_metrics = json.loads((out / "runs" / name / "test_metrics.json").read_text())["metrics"]
+        assert bundle["metrics"][name]["test"] == test_metrics  # each model scored on the test episode
     meta = json.loads((out / "runs" / "tactician" / "last" / "config.json").read_text())["metadata"]
     assert meta["goal_source"].endswith("strategist/best") or meta["goal_source"].endswith("strategist/last")
     executor = json.loads((out / "runs" / "executor" / "last" / "config.json").read_text())["metadata"]

@@ -39,6 +39,7 @@ from training.loop import (
     Task,
     TrainConfig,
     build_optimizer,
+    evaluate,
     lr_at,
     param_groups,
     run_training,
@@ -104,6 +105,7 @@ class TinyTask:
     name: str = "tiny"
     n_train: int = 64
     n_val: int = 32
+    n_test: int = 0
     dropout: float = 0.1
     poison: tuple[int, ...] = ()
     all_nan: bool = False
@@ -126,6 +128,9 @@ class TinyTask:
 
     def val_dataset(self) -> Dataset | None:
         return ToyData(self.n_val, seed=2) if self.n_val else None
+
+    def test_dataset(self) -> Dataset | None:
+        return ToyData(self.n_test, seed=3) if self.n_test else None
 
     def collate(self, samples: list[Any]) -> Any:
         return default_collate(samples)
@@ -547,6 +552,31 @@ def test_best_is_the_best_validation_metric_and_a_real_copy(tmp_path: Path) -> N
     loaded = TinyNet()
     load_checkpoint(best, loaded)  # best/ is a complete, loadable checkpoint
     assert result.metrics["eval/score"] == 0.5
+
+
+def test_test_set_is_scored_once_with_the_best_weights(tmp_path: Path) -> None:
+    task = TinyTask(eval_script=[0.2, 0.9, 0.5, 0.0], n_test=16)  # the 4th evaluation is the test
+    result = train(task, tiny_config(tmp_path, best_metric="score", best_mode="max"))
+    assert task.evals == 4
+    record = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert record["checkpoint"] == "best" and record["step"] == 16 and record["samples"] == 16
+    assert result.test_metrics == record["metrics"]
+
+    def scored(folder: Path) -> dict[str, float]:
+        model = TinyNet()
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))  # the EMA weights of the folder
+        batches = [default_collate([ToyData(16, seed=3)[i] for i in range(16)])]
+        return evaluate(TinyTask(), model, batches)
+
+    expected, last = scored(tmp_path / "best"), scored(tmp_path / "last")
+    assert record["metrics"]["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert record["metrics"]["mode_acc"] == expected["mode_acc"]
+    assert last["loss"] != pytest.approx(expected["loss"], rel=1e-6)  # it is best/, not the last weights
+
+
+def test_no_test_set_no_test_metrics(tmp_path: Path) -> None:
+    result = train(TinyTask(), tiny_config(tmp_path, epochs=1))
+    assert result.test_metrics is None and not (tmp_path / "test_metrics.json").exists()
 
 
 def test_best_metric_min_mode_and_missing_metric(tmp_path: Path) -> None:
