@@ -2,7 +2,8 @@
 
 It plays only through the action a person has (cursor position, left click, one key tap per frame) and decides
 only from what a person sees: the on-screen objects, the HUD bars and the minimap position in `info` (see
-`arena/spec.py`). It never reads hidden or off-screen game state, so a learner can infer its decisions.
+`arena/spec.py`). It never reads hidden or off-screen game state, nor objects mostly under the HUD panels
+(the bot's detector blanks those), so a learner can infer its decisions.
 
     info ──perceive──▶ Scene ──ModeSelector (hysteresis)──▶ mode ──TargetSelector (hysteresis)──▶ target
                                                                  │
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 FIGHT, LOOT, FLEE, EXPLORE, CAUTIOUS = spec.MODES
 _KEY_INDEX = {name: i for i, name in enumerate(spec.KEYS)}
 _HUD_RECTS = (spec.HUD_HP_BAR, spec.HUD_SHIELD_BAR, spec.HUD_CREDITS, spec.HUD_MINIMAP)
+# the panels drawn over the world: an object mostly under them is not in view (the bot's detector blanks
+# them too, bot/games/arena.yaml hud.panels), so the expert does not react to what a player cannot make out
+_HUD_PANELS = (spec.HUD_PANEL, spec.HUD_REPAIR_ICON, spec.HUD_BOOST_ICON, spec.HUD_MINIMAP)
+HIDDEN_FRACTION = 0.5  # an object at least this much under the panels is hidden (training/detector.py's rule)
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -75,6 +80,9 @@ class ExpertConfig:
     cautious_hp: float = 0.7  # hp fraction below which several aggressive raiders make it cautious
     cautious_raiders: int = 2  # aggressive raiders on screen that call for caution
     flee_boss_aggro: bool = True  # a boss attacking the player triggers FLEE (unless the expert is kiting it)
+    # objects mostly under the HUD panels are out of view; False = the pre-2026-11-23 expert, which reacted
+    # to them (e.g. a boss under the minimap kept it CAUTIOUS while nothing on screen showed one)
+    hud_hides: bool = True
     kite_boss_skill: float = 0.6  # skill at or above which the expert takes bosses on, by kiting them
     boss_flee_hp: float = 0.5  # hp fraction below which a fight with a boss is broken off
     kite_dist: float = 415.0  # world px held from a kited boss: beyond its laser range, within ours
@@ -248,7 +256,8 @@ class Tracker:
 
 
 def perceive(info: dict, cfg: ExpertConfig, tracker: Tracker) -> Scene:
-    """Build the frame's Scene from `info`: only on-screen objects, the HUD and the minimap position."""
+    """Build the frame's Scene from `info`: the on-screen objects not mostly under a HUD panel (with
+    cfg.hud_hides), the HUD and the minimap position."""
     player = info["player"]
     objects = info.get("objects", [])
     me = next((o for o in objects if o["cls"] == "player"), None)
@@ -273,7 +282,7 @@ def perceive(info: dict, cfg: ExpertConfig, tracker: Tracker) -> Scene:
         portals=[],
     )
     for raw in objects:
-        if raw["cls"] == "player":
+        if raw["cls"] == "player" or (cfg.hud_hides and _under_hud(raw["box"], cfg)):
             continue
         obj = tracker.observe(raw, scene)
         group = scene.npcs if raw["cls"] in spec.NPC_CLASSES else scene.boxes
@@ -626,6 +635,18 @@ def free_point(point: np.ndarray, scene: Scene, cfg: ExpertConfig) -> np.ndarray
         if not _on_hud(p, cfg) and not _on_object(p, scene):
             return p
     return np.clip(point, margin, [cfg.width - margin, cfg.height - margin])
+
+
+def _under_hud(box: Any, cfg: ExpertConfig) -> bool:
+    """Whether at least HIDDEN_FRACTION of the box (x1, y1, x2, y2 px) lies under the HUD panels."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    area = max((x2 - x1) * (y2 - y1), 1e-9)
+    covered = 0.0
+    for px1, py1, px2, py2 in _HUD_PANELS:  # the panels do not overlap each other
+        w = min(x2, px2 * cfg.width) - max(x1, px1 * cfg.width)
+        h = min(y2, py2 * cfg.height) - max(y1, py1 * cfg.height)
+        covered += max(w, 0.0) * max(h, 0.0)
+    return covered / area >= HIDDEN_FRACTION
 
 
 def _on_hud(p: np.ndarray, cfg: ExpertConfig, pad: float = 12.0) -> bool:

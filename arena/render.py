@@ -26,6 +26,7 @@ from arena.spec import (  # noqa: E402
     HUD_BOOST_ICON,
     HUD_CREDITS,
     HUD_HP_BAR,
+    HUD_PANEL,
     HUD_REPAIR_ICON,
     HUD_SHIELD_BAR,
     KEY_BINDINGS,
@@ -65,8 +66,6 @@ STAR_LAYERS = (
     (0.35, 1, 160, 0.00007),
     (0.65, 2, 230, 0.00003),
 )  # parallax, px, grey, /px^2
-
-HUD_PANEL = (0.005, 0.012, 0.225, 0.135)  # dark backing behind the bars and the credits
 
 
 # -------------------------------------------------------------------------------------------- shapes

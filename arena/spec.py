@@ -72,6 +72,7 @@ HUD_HP_BAR = (0.015, 0.025, 0.215, 0.045)
 HUD_SHIELD_BAR = (0.015, 0.055, 0.215, 0.075)
 HUD_CREDITS = (0.015, 0.085, 0.215, 0.125)
 HUD_MINIMAP = (0.82, 0.70, 0.985, 0.975)
+HUD_PANEL = (0.005, 0.012, 0.225, 0.135)  # dark backing behind the bars and the credits
 # (Addition) ability icons at the bottom centre; a dark shade covers the part of the cooldown still left.
 HUD_REPAIR_ICON = (0.455, 0.885, 0.495, 0.96)
 HUD_BOOST_ICON = (0.505, 0.885, 0.545, 0.96)

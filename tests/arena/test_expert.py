@@ -84,6 +84,21 @@ def test_boss_visible_is_cautious():
     assert mode_after([obj(7, "npc_boss", CX + 500, CY, size=90)]) == "CAUTIOUS"
 
 
+def test_objects_mostly_under_the_hud_are_out_of_view():
+    x1, y1, x2, y2 = spec.HUD_MINIMAP
+    under = (W * (x1 + x2) / 2, H * (y1 + y2) / 2)  # a boss sitting under the minimap, as the bot sees it
+    assert mode_after([obj(7, "npc_boss", *under, size=90)]) == "EXPLORE"
+    old_expert = Expert(ExpertConfig(seed=1, hud_hides=False))  # the expert that saw through the panels
+    info = lambda t: make_info([obj(7, "npc_boss", *under, size=90)], t=t)  # noqa: E731
+    assert run_frames(old_expert, info, 0.5)[-1][2]["mode"] == "CAUTIOUS"
+    # a third of it under the panel (left of the minimap): still in view
+    left_edge = W * x1
+    assert mode_after([obj(7, "npc_boss", left_edge - 15, H * (y1 + y2) / 2, size=90)]) == "CAUTIOUS"
+    # a box under the status panel is not looted
+    sx1, sy1, sx2, sy2 = spec.HUD_PANEL
+    assert mode_after([obj(9, "bonus_box", W * (sx1 + sx2) / 2, H * (sy1 + sy2) / 2, size=20)]) == "EXPLORE"
+
+
 def test_boss_attacking_flees():
     assert mode_after([obj(7, "npc_boss", CX + 300, CY, size=90, aggro=True)]) == "FLEE"
 
