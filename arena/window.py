@@ -9,10 +9,12 @@ keys wait for the next frames, so no input is lost), step the same World as Aren
 the target fps with pygame.time.Clock. Left click = fly there / select the NPC under the cursor / on the
 minimap, fly to that map point; space toggles the attack, 1 repairs, 2 boosts (spec.KEY_BINDINGS).
 
---event-log writes one JSON line per input event as it arrives (flushed), e.g.
+--event-log writes one JSON line per input event as it arrives and per game event as it happens (flushed):
     {"t": 1.234, "frame": 37, "type": "mousedown", "pos": [640, 300], "button": 1}
     {"t": 1.301, "frame": 39, "type": "keydown", "key": "space"}
-with t in seconds since the first frame; tests use it to prove that the bot's input arrived where it aimed.
+    {"t": 1.335, "frame": 40, "type": "game", "event": "attack_on"}
+with t in seconds since the first frame; tests use it to prove that the bot's input arrived where it aimed
+and, while it plays, that it acted in the game.
 On exit (window closed, --seconds reached, SIGTERM or SIGINT) the final info["score"] goes to --score-out,
 with "effects": how often each game event happened (select, attack_on, box, kill:..., hit_player, ...).
 Once the first frame is on screen, "arena window ready WIDTHxHEIGHT" is written to stderr.
@@ -53,7 +55,7 @@ class WindowConfig:
     seed: int = 0  # world seed
     seconds: float = 0.0  # wall-clock seconds before closing by itself; 0 = until the window is closed
     title: str = "Orbit Pilot Arena"  # window title (the bot finds the window by it)
-    event_log: Path | None = None  # JSON-lines file of every input event received
+    event_log: Path | None = None  # JSON-lines file of every input event received and game event
     score_out: Path | None = None  # JSON file with the final info["score"], written on exit
     x: int = 0  # px, window position on the screen (SDL_VIDEO_WINDOW_POS)
     y: int = 0  # px
@@ -204,6 +206,8 @@ def run_window(cfg: WindowConfig) -> dict[str, Any]:
                 break
             _, _, _, _, info = env.step(queue.next_action())
             effects.update(info["events"])
+            for event in info["events"]:
+                events_log.write({"t": round(t, 4), "frame": env.world.frame, "type": "game", "event": event})
             screen.blit(env.render_surface(), (0, 0))
             pygame.display.flip()
             if start is None:

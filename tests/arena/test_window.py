@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +170,13 @@ def test_real_window_under_xvfb_receives_input_and_writes_score(xvfb: str, tmp_p
             proc.kill()
     x1, y1, x2, y2 = (round(f * n) for f, n in zip(spec.HUD_HP_BAR, (1280, 720, 1280, 720)))
     assert (shot[(y1 + y2) // 2, x1:x2] == HP_FILL).all(axis=1).mean() > 0.9  # the full hp bar is visible
-    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    log_lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    records = [r for r in log_lines if r["type"] != "game"]
+    game_events = Counter(r["event"] for r in log_lines if r["type"] == "game")
     downs = [r for r in records if r["type"] == "mousedown"]
     assert downs and downs[0]["pos"] == [700, 300] and downs[0]["button"] == 1
     assert any(r["type"] == "keydown" and r["key"] == "space" for r in records)
     assert all(0 <= r["pos"][0] < 1280 and 0 <= r["pos"][1] < 720 for r in records if "pos" in r)
-    assert set(json.loads(score_path.read_text())) == {"credits", "kills", "boxes", "deaths", "effects"}
+    score = json.loads(score_path.read_text())
+    assert set(score) == {"credits", "kills", "boxes", "deaths", "effects"}
+    assert game_events == Counter(score["effects"]), "every game event is logged as it happens"

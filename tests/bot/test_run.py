@@ -5,7 +5,7 @@ subprocess capturing it with mss and playing it through pynput.
 The end-to-end tests use a bundle of tiny random models with the trained Arena detector (`tiny_bundle`,
 `arena_detector`): they prove the plumbing (input arrives, inside the window, stops on the kill hotkey, starts
 paused, ends on SIGTERM or when the window goes), not the play; the shipped policy (`arena_policy`) must also
-make the score move.
+act in the game (select an NPC, attack, pick up a box).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +104,16 @@ class Game:
     score: Path
     region: tuple[int, int, int, int]  # left, top, width, height
 
-    def records(self) -> list[dict]:
+    def _log(self) -> list[dict]:
         return [json.loads(line) for line in self.events.read_text().splitlines() if line.strip()]
+
+    def records(self) -> list[dict]:
+        """The input events the window received."""
+        return [r for r in self._log() if r["type"] != "game"]
+
+    def game_events(self) -> list[str]:
+        """What happened in the game so far (select, attack_on, box, kill:..., hit_player, ...)."""
+        return [r["event"] for r in self._log() if r["type"] == "game"]
 
 
 def _wait_for_line(stream, prefix: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -307,27 +316,30 @@ def test_dry_run_sends_nothing_records_an_overlay_and_ends_when_the_window_goes(
     assert frames >= 10 and frames <= summary["frames"]
 
 
+ACTED = {"select", "attack_on", "box"}  # game events only the player's clicks and keys cause
+
+
 @pytest.mark.display
 @pytest.mark.slow
-def test_the_shipped_policy_scores_through_the_screen(xvfb: str, tmp_path: Path, arena_policy: Path) -> None:
+def test_the_shipped_policy_acts_in_the_game_through_the_screen(
+    xvfb: str, tmp_path: Path, arena_policy: Path
+) -> None:
+    # On this world the shipped policy's first select, attack or box comes 7-8 s in here, 11-16 s with both
+    # cores busy; a CI run once saw none in a fixed 30 s. So the test waits for the game's own record of an
+    # act (up to 150 s), then ends the bot with SIGTERM.
     with arena(tmp_path, region=(0, 0, 1280, 720), seconds=300) as game:
-        bot, summary_path, log = start_bot(tmp_path, arena_policy, "--start-now", "--max-seconds", "30")
+        bot, summary_path, log = start_bot(tmp_path, arena_policy, "--start-now", "--max-seconds", "150")
         try:
-            assert bot.wait(timeout=240) == 0, log.read_text()[-3000:]
+            wait_until(lambda: ACTED & set(game.game_events()), "a select, attack or box", bot, log, 200)
+            bot.send_signal(signal.SIGTERM)
+            assert bot.wait(timeout=60) == 0, log.read_text()[-3000:]
         finally:
             if bot.poll() is None:
                 bot.kill()
-        game.proc.terminate()
-        game.proc.wait(timeout=30)
-    score = json.loads(game.score.read_text())
     summary = json.loads(summary_path.read_text())
-    assert summary["clicks"] > 0
-    # The shipped policy earns ~100 credits a minute with a large spread (benchmarks/RESULTS.md), so 30 s
-    # of play may not score yet; what must hold is that its clicks and keys acted in the game: a selected
-    # NPC, an attack switched on, or points.
-    acted = score["effects"].get("select", 0) + score["effects"].get("attack_on", 0)
-    scored = score["credits"] > 0 or sum(score["kills"].values()) > 0 or score["boxes"] > 0
-    assert acted > 0 or scored, (score, summary)
+    assert summary["clicks"] > 0 and "SIGTERM" in summary["stop_reason"], summary
+    score = json.loads(game.score.read_text())
+    assert Counter(game.game_events()) == Counter(score["effects"]), "the live log and the score agree"
 
 
 def test_live_and_eval_aim_the_same_way() -> None:
