@@ -10,4 +10,4 @@ echo "[test] ruff format --check"
 echo "[test] ruff check"
 .venv/bin/ruff check --quiet .
 echo "[test] pytest"
-exec .venv/bin/pytest -m "slow or not slow" "$@"
+exec .venv/bin/pytest -m "slow or not slow" --durations=15 "$@"  # the slowest 15: where CI time goes

@@ -1,5 +1,5 @@
 """Shared pytest fixtures: a private Xvfb display, offline settings for ultralytics, quiet SDL audio, tiny
-perceived Arena episodes, and the Arena detector / policy bundle on disk.
+perceived Arena episodes, an untrained detector (raw_detector), the Arena detector and policy bundle.
 
 Tiny perceived episodes: perception runs its real chain (tracker, HUD reader, state encoder, summariser)
 through `perceive_episode`, with an oracle detector that returns the Arena's ground-truth boxes: no detector
@@ -123,6 +123,32 @@ def arena_detector() -> Path:
         if (folder / "model.onnx").exists():
             return folder
     pytest.skip("no trained Arena detector (data/pretrained/arena/detector or data/detectors/arena)")
+
+
+@pytest.fixture(scope="session")
+def raw_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A detector folder like `pilot train detector` writes, holding an untrained yolo11n built from its
+    YAML (no download, no training), exported to ONNX at 96x160: for plumbing that needs no weights."""
+    import json
+
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    from bot.detector import ultralytics_offline
+
+    folder = tmp_path_factory.mktemp("untrained_detector")
+    ultralytics_offline(folder / "yolo_config")
+    classes = load_profile("arena").class_names
+    torch.manual_seed(0)
+    model = DetectionModel("yolo11n.yaml", nc=len(classes), verbose=False)
+    model.names = dict(enumerate(classes))
+    torch.save({"model": model, "train_args": {"imgsz": 160}}, folder / "best.pt")
+    onnx = YOLO(str(folder / "best.pt")).export(format="onnx", imgsz=[96, 160], dynamic=True, device="cpu")
+    Path(onnx).rename(folder / "model.onnx")
+    config = {"classes": classes, "imgsz": 160, "input_shape": [96, 160], "run_id": "untrained"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 @pytest.fixture(scope="session")

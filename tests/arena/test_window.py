@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import pytest
 from arena import spec
 from arena.render import HP_FILL
 from arena.window import InputQueue, WindowConfig, main, run_window
+
+from processes import StderrLines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,30 +86,6 @@ def test_headless_run_writes_score(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     }
 
 
-def _stderr_lines(proc: subprocess.Popen) -> queue.Queue:
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _wait_ready(lines: queue.Queue, proc: subprocess.Popen) -> str:
-    seen = []
-    while True:
-        try:
-            line = lines.get(timeout=60)
-        except queue.Empty:
-            proc.kill()
-            pytest.fail(f"window never got ready; stderr so far: {''.join(seen)}")
-        seen.append(line)
-        if line.startswith("arena window ready"):
-            return line.strip()
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_ends_the_window_cleanly_with_a_score(sig: int, tmp_path: Path) -> None:
     score_path = tmp_path / "score.json"
@@ -128,7 +104,7 @@ def test_signal_ends_the_window_cleanly_with_a_score(sig: int, tmp_path: Path) -
     env.pop("DISPLAY", None)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_ready(_stderr_lines(proc), proc) == "arena window ready 320x180"
+        assert StderrLines(proc).wait_for("arena window ready") == "arena window ready 320x180"
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -159,7 +135,7 @@ def test_real_window_under_xvfb_receives_input_and_writes_score(xvfb: str, tmp_p
     env.pop("SDL_VIDEODRIVER", None)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_ready(_stderr_lines(proc), proc) == "arena window ready 1280x720"
+        assert StderrLines(proc).wait_for("arena window ready") == "arena window ready 1280x720"
         subprocess.run(["xdotool", "mousemove", "700", "300", "click", "1"], check=True, timeout=10)
         subprocess.run(["xdotool", "key", "space"], check=True, timeout=10)
         with mss.MSS() as screen:

@@ -30,26 +30,6 @@ from bot.profile import load_profile
 CLASSES = load_profile("arena").class_names
 
 
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A detector folder like `pilot train detector` writes, holding an untrained model."""
-    folder = tmp_path_factory.mktemp("detector")
-    ultralytics_offline(folder / "yolo_config")
-    import torch
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)
-    model = DetectionModel("yolo11n.yaml", nc=len(CLASSES), verbose=False)
-    model.names = dict(enumerate(CLASSES))
-    torch.save({"model": model, "train_args": {"imgsz": 160}}, folder / "best.pt")
-    onnx = YOLO(str(folder / "best.pt")).export(format="onnx", imgsz=[96, 160], dynamic=True, device="cpu")
-    Path(onnx).rename(folder / "model.onnx")
-    config = {"classes": CLASSES, "imgsz": 160, "input_shape": [96, 160], "run_id": "test"}
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 def test_offline_environment(tmp_path: Path) -> None:
     config_dir = ultralytics_offline(tmp_path / "cfg")
     assert os.environ["YOLO_OFFLINE"] == "1" and os.environ["YOLO_AUTOINSTALL"] == "0"
@@ -112,9 +92,9 @@ def test_detections_index_like_bytetrack_expects() -> None:
     assert len(Detections.empty()) == 0
 
 
-def test_onnx_and_torch_agree(detector_dir: Path) -> None:
-    onnx = Detector.load(detector_dir, CLASSES, runtime="onnx", conf=0.005)
-    torch_ = Detector.load(detector_dir, CLASSES, runtime="torch", conf=0.005)
+def test_onnx_and_torch_agree(raw_detector: Path) -> None:
+    onnx = Detector.load(raw_detector, CLASSES, runtime="onnx", conf=0.005)
+    torch_ = Detector.load(raw_detector, CLASSES, runtime="torch", conf=0.005)
     assert onnx.runtime.name == "onnx" and torch_.runtime.name == "torch"
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (360, 640, 3), dtype=np.uint8) for _ in range(3)]
@@ -128,32 +108,32 @@ def test_onnx_and_torch_agree(detector_dir: Path) -> None:
     assert (one.xyxy[:, 2] <= 640).all() and (one.xyxy[:, 3] <= 360).all()
 
 
-def test_auto_prefers_onnx_and_reports_an_id(detector_dir: Path) -> None:
-    detector = Detector.load(detector_dir)
+def test_auto_prefers_onnx_and_reports_an_id(raw_detector: Path) -> None:
+    detector = Detector.load(raw_detector)
     assert detector.runtime.name == "onnx" and detector.imgsz == 160
-    assert detector.id == "test:model.onnx:onnx:160"
+    assert detector.id == "untrained:model.onnx:onnx:160"
     assert detector.shape_for(1280, 720) == (96, 160)
 
 
-def test_classes_are_mapped_to_the_profile_by_name(detector_dir: Path) -> None:
+def test_classes_are_mapped_to_the_profile_by_name(raw_detector: Path) -> None:
     reordered = list(reversed(CLASSES)) + ["extra"]
-    detector = Detector.load(detector_dir, reordered)
+    detector = Detector.load(raw_detector, reordered)
     assert list(detector.class_map) == [reordered.index(name) for name in CLASSES]
     with pytest.raises(DetectorError, match="not in the game profile"):
-        Detector.load(detector_dir, CLASSES[:3])
+        Detector.load(raw_detector, CLASSES[:3])
 
 
-def test_class_names_from_the_weights_without_config(detector_dir: Path, tmp_path: Path) -> None:
+def test_class_names_from_the_weights_without_config(raw_detector: Path, tmp_path: Path) -> None:
     for name in ("model.onnx", "best.pt"):
-        (tmp_path / name).write_bytes((detector_dir / name).read_bytes())
+        (tmp_path / name).write_bytes((raw_detector / name).read_bytes())
         assert Detector.load(tmp_path / name).model_classes == CLASSES
 
 
-def test_bad_inputs_raise_clear_errors(detector_dir: Path, tmp_path: Path) -> None:
+def test_bad_inputs_raise_clear_errors(raw_detector: Path, tmp_path: Path) -> None:
     with pytest.raises(DetectorError, match="no such detector weights"):
         Detector.load(tmp_path / "missing.onnx")
     with pytest.raises(DetectorError, match="needs a .pt file"):
-        Detector.load(detector_dir / "model.onnx", runtime="torch")
+        Detector.load(raw_detector / "model.onnx", runtime="torch")
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     (tmp_path / "config.json").write_text(json.dumps({"classes": CLASSES, "imgsz": 160}))
@@ -161,6 +141,6 @@ def test_bad_inputs_raise_clear_errors(detector_dir: Path, tmp_path: Path) -> No
         Detector.load(broken)
     with pytest.raises(ValueError, match="runtime"):
         DetectorConfig(weights=broken, runtime="tensorrt")
-    detector = Detector.load(detector_dir)
+    detector = Detector.load(raw_detector)
     with pytest.raises(ValueError, match="RGB uint8"):
         detector.detect(np.zeros((10, 10), np.uint8))

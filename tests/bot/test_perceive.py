@@ -13,14 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bot.detector import ultralytics_offline
 from bot.episode import find_episodes, open_episode
 from bot.errors import PerceptionError
 from bot.perceive import Perception, cursor_before, load_detector, load_perception, main
 from bot.profile import load_profile
 from bot.state import GLOB, OBS_SPEC
-
-CLASSES = load_profile("arena").class_names
 
 
 @pytest.fixture(scope="module")
@@ -32,27 +29,8 @@ def arena_episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("detector")
-    ultralytics_offline(folder / "yolo_config")
-    import torch
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)
-    model = DetectionModel("yolo11n.yaml", nc=len(CLASSES), verbose=False)
-    model.names = dict(enumerate(CLASSES))
-    torch.save({"model": model}, folder / "best.pt")
-    Path(YOLO(str(folder / "best.pt")).export(format="onnx", imgsz=[96, 160], dynamic=True)).rename(
-        folder / "model.onnx"
-    )
-    (folder / "config.json").write_text(json.dumps({"classes": CLASSES, "imgsz": 160, "run_id": "untrained"}))
-    return folder
-
-
-def test_perceive_writes_observations_next_to_each_episode(arena_episodes: Path, detector_dir: Path) -> None:
-    assert main(["--episodes", str(arena_episodes), "--detector", str(detector_dir), "--batch", "4"]) == 0
+def test_perceive_writes_observations_next_to_each_episode(arena_episodes: Path, raw_detector: Path) -> None:
+    assert main(["--episodes", str(arena_episodes), "--detector", str(raw_detector), "--batch", "4"]) == 0
     for path in find_episodes(arena_episodes):
         episode = open_episode(path)
         perceived = load_perception(path)
@@ -78,33 +56,33 @@ def test_perceive_writes_observations_next_to_each_episode(arena_episodes: Path,
         assert obs.t == pytest.approx(steps.column("t")[5].as_py())
 
 
-def test_batching_does_not_change_the_result(arena_episodes: Path, detector_dir: Path) -> None:
+def test_batching_does_not_change_the_result(arena_episodes: Path, raw_detector: Path) -> None:
     path = find_episodes(arena_episodes)[0]
     results = []
     for batch in ("1", "7"):
-        main(["--episodes", str(path), "--detector", str(detector_dir), "--batch", batch, "--overwrite"])
+        main(["--episodes", str(path), "--detector", str(raw_detector), "--batch", batch, "--overwrite"])
         results.append(load_perception(path).arrays)
     for name in results[0]:
         np.testing.assert_allclose(results[0][name], results[1][name], atol=1e-5, err_msg=name)
 
 
-def test_current_results_are_skipped_and_every_subsamples(arena_episodes: Path, detector_dir: Path) -> None:
+def test_current_results_are_skipped_and_every_subsamples(arena_episodes: Path, raw_detector: Path) -> None:
     path = find_episodes(arena_episodes)[1]
-    main(["--episodes", str(path), "--detector", str(detector_dir)])
+    main(["--episodes", str(path), "--detector", str(raw_detector)])
     stamp = json.loads((path / "perception" / "perception.json").read_text())["created"]
     (path / "perception" / "marker").write_text("kept")
-    main(["--episodes", str(path), "--detector", str(detector_dir)])
+    main(["--episodes", str(path), "--detector", str(raw_detector)])
     assert (path / "perception" / "marker").exists()  # current: not redone
-    main(["--episodes", str(path), "--detector", str(detector_dir), "--every", "2"])
+    main(["--episodes", str(path), "--detector", str(raw_detector), "--every", "2"])
     perceived = load_perception(path)
     assert perceived.meta["every"] == 2 and list(perceived["frame"][:3]) == [0, 2, 4]
     assert not (path / "perception" / "marker").exists() and perceived.meta["created"] >= stamp
     assert not (path / "perception.tmp").exists()
 
 
-def test_other_obs_spec_is_refused(arena_episodes: Path, detector_dir: Path) -> None:
+def test_other_obs_spec_is_refused(arena_episodes: Path, raw_detector: Path) -> None:
     path = find_episodes(arena_episodes)[0]
-    main(["--episodes", str(path), "--detector", str(detector_dir)])
+    main(["--episodes", str(path), "--detector", str(raw_detector)])
     meta_path = path / "perception" / "perception.json"
     meta = json.loads(meta_path.read_text())
     meta["obs_spec"]["version"] = 0
@@ -115,14 +93,14 @@ def test_other_obs_spec_is_refused(arena_episodes: Path, detector_dir: Path) -> 
         load_perception(arena_episodes)
 
 
-def test_live_pipeline_step_matches_stored_perception(arena_episodes: Path, detector_dir: Path) -> None:
+def test_live_pipeline_step_matches_stored_perception(arena_episodes: Path, raw_detector: Path) -> None:
     """The same frames through `Perception.step` one by one (the live path) give the stored observations."""
     path = find_episodes(arena_episodes)[0]
-    main(["--episodes", str(path), "--detector", str(detector_dir), "--overwrite"])
+    main(["--episodes", str(path), "--detector", str(raw_detector), "--overwrite"])
     stored = load_perception(path)
     episode = open_episode(path)
     profile = load_profile("arena")
-    detector = load_detector(detector_dir, profile)
+    detector = load_detector(raw_detector, profile)
     live = Perception(profile, detector, (episode.meta.width, episode.meta.height), episode.meta.fps)
     steps = episode.steps()
     mx, my, click = cursor_before(steps)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +29,8 @@ from bot.record import (
     parse_event,
     parse_region,
 )
+
+from processes import StderrLines
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 30
@@ -197,46 +197,19 @@ def test_config_validates() -> None:
 # ------------------------------------------------------------------------------------------------ X display
 
 
-def _pump_stderr(proc: subprocess.Popen) -> queue.Queue:
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _wait_for(lines: queue.Queue, proc: subprocess.Popen, prefix: str, seen: list[str]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if line.startswith(prefix):
-            return
-    proc.kill()
-    pytest.fail(f"never saw {prefix!r}; stderr: {''.join(seen)[-3000:]}")
-
-
-def _start_recorder(out: Path, *args: str) -> tuple[subprocess.Popen, queue.Queue, list[str]]:
+def _start_recorder(out: Path, *args: str) -> tuple[subprocess.Popen, StderrLines]:
     cmd = [sys.executable, "-m", "bot.cli", "record", "--game", "arena", "--out", str(out), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, seen = _pump_stderr(proc), []
-    _wait_for(lines, proc, "pilot record: recording", seen)
-    return proc, lines, seen
+    stderr = StderrLines(proc)
+    stderr.wait_for("pilot record: recording")
+    return proc, stderr
 
 
 @pytest.mark.display
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_stopped_or_killed_recording_leaves_a_readable_episode(xvfb: str, tmp_path: Path, how: str) -> None:
-    proc, _, seen = _start_recorder(tmp_path, "--region", "0,0,320,180", "--flush-every", "15")
+    proc, stderr = _start_recorder(tmp_path, "--region", "0,0,320,180", "--flush-every", "15")
     try:
         time.sleep(2.5)
         proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
@@ -249,7 +222,7 @@ def test_stopped_or_killed_recording_leaves_a_readable_episode(xvfb: str, tmp_pa
     result = check_episode(path)
     assert not result.errors, result.errors
     if how == "sigint":
-        assert rc == 0, "".join(seen)
+        assert rc == 0, stderr.text
         assert episode.meta.complete and not result.warnings
         assert episode.num_frames >= 30 and episode.meta.extra["dropped_frames"] >= 0
     else:
@@ -277,15 +250,15 @@ def test_recording_the_arena_window_end_to_end(xvfb: str, tmp_path: Path, arena_
         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        _wait_for(_pump_stderr(arena), arena, "arena window ready", [])
+        StderrLines(arena).wait_for("arena window ready")
         out = tmp_path / "rec"
-        recorder, _, seen = _start_recorder(
+        recorder, stderr = _start_recorder(
             out, "--window", "Orbit Pilot Arena", "--perceive", str(arena_detector), "--label"
         )
         sent = _play(out)
         recorder.send_signal(signal.SIGINT)
         stdout, _ = recorder.communicate(timeout=300)  # then it perceives and labels the episode
-        assert recorder.returncode == 0, "".join(seen)
+        assert recorder.returncode == 0, stderr.text
     finally:
         for proc in (arena, locals().get("recorder")):
             if proc is not None and proc.poll() is None:

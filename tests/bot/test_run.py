@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ import numpy as np
 import pytest
 
 from bot.run import STAGES, Latency, LiveRun, RunConfig, main, parse_region, place_beside
+
+from processes import StderrLines
 
 REPO = Path(__file__).resolve().parents[2]
 BOT_KEYS = {"space", "1", "2"}  # the Arena profile's physical keys
@@ -116,25 +116,6 @@ class Game:
         return [r["event"] for r in self._log() if r["type"] == "game"]
 
 
-def _wait_for_line(stream, prefix: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1.0)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        if line.startswith(prefix):
-            return
-    proc.kill()
-    pytest.fail(f"no {prefix!r} line; output so far: {''.join(seen)}")
-
-
 @contextlib.contextmanager
 def arena(tmp_path: Path, region=(200, 100, 640, 360), seconds: float = 120.0) -> Iterator[Game]:
     """`pilot arena` at `region` (a window smaller than the screen, so leaving it is possible)."""
@@ -149,7 +130,7 @@ def arena(tmp_path: Path, region=(200, 100, 640, 360), seconds: float = 120.0) -
     env.pop("SDL_VIDEODRIVER", None)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_line(proc.stderr, "arena window ready", proc)
+        StderrLines(proc).wait_for("arena window ready")
         yield Game(proc, events, score, region)
     finally:
         if proc.poll() is None:
