@@ -57,6 +57,18 @@ from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_p
 log = logging.getLogger(__name__)
 
 
+def _goal_dim(strategist: nn.Module | None, model: Any) -> int:
+    """The size of the goal vector a model reads: the Strategist's goal when one feeds it, else the mode
+    one-hot, which needs `model.goal_dim` >= one slot per mode."""
+    if strategist is not None:
+        return strategist.config.goal_dim
+    if model.goal_dim < len(MODES):
+        raise DatasetError(
+            f"{type(model).__name__}.goal_dim: expected >= {len(MODES)} for mode goals, got {model.goal_dim}"
+        )
+    return model.goal_dim
+
+
 def _fit_normalizer(norm: nn.Module, samples: np.ndarray) -> None:
     norm.fit(torch.from_numpy(samples.reshape(-1, samples.shape[-1])))
 
@@ -234,11 +246,7 @@ class TacticianTask(_EpisodeTask):
         super().__init__(data, iou_min)
         self.strategist_dir = strategist
         self.strategist = load_model(strategist, "Strategist") if strategist else None
-        goal_dim = self.strategist.config.goal_dim if self.strategist is not None else model.goal_dim
-        if self.strategist is None and goal_dim < len(MODES):
-            raise DatasetError(
-                f"TacticianConfig.goal_dim: expected >= {len(MODES)} for mode goals, got {goal_dim}"
-            )
+        goal_dim = _goal_dim(self.strategist, model)
         self.model_cfg = TacticianConfig(
             **{
                 **model.__dict__,
@@ -354,11 +362,7 @@ class ExecutorTask(_EpisodeTask):
         self.strategist_dir, self.tactician_dir = strategist, tactician
         self.strategist = load_model(strategist, "Strategist") if strategist else None
         self.tactician = load_model(tactician, "Tactician") if tactician else None
-        goal_dim = self.strategist.config.goal_dim if self.strategist is not None else model.goal_dim
-        if self.strategist is None and goal_dim < len(MODES):
-            raise DatasetError(
-                f"ExecutorConfig.goal_dim: expected >= {len(MODES)} for mode goals, got {goal_dim}"
-            )
+        goal_dim = _goal_dim(self.strategist, model)
         self.model_cfg = ExecutorConfig(
             **{
                 **model.__dict__,

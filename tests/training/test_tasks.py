@@ -158,9 +158,11 @@ def test_strategist_learns_on_the_training_split(perceived: Path, tmp_path: Path
     assert after["loss"] < before["loss"]
 
 
-def test_tactician_needs_room_for_mode_goals(perceived: Path) -> None:
-    with pytest.raises(ValueError, match="goal_dim"):
+def test_tactician_and_executor_need_room_for_mode_goals(perceived: Path) -> None:
+    with pytest.raises(ValueError, match=r"TacticianConfig\.goal_dim: expected >= 5"):
         TacticianTask(_data(perceived), TacticianConfig(goal_dim=3))
+    with pytest.raises(ValueError, match=r"ExecutorConfig\.goal_dim: expected >= 5"):
+        ExecutorTask(_data(perceived), ExecutorConfig(goal_dim=4))
 
 
 def test_tactician_context_follows_the_chosen_track(perceived: Path) -> None:
