@@ -35,7 +35,6 @@ Examples:
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,10 +44,11 @@ import tyro
 
 from bot.demos import STEP_COLUMNS, arena_step_row, episode_skill
 from bot.episode import EpisodeMeta, EpisodeWriter, open_episode
-from bot.errors import EpisodeError, PerceptionError, PilotError
+from bot.errors import EpisodeError, PerceptionError
 from bot.evaluate import BotPlayer, EvalConfig, arena_config
 from bot.perceive import FOLDER, PerceptionRecorder, perception_info, perception_meta
 from bot.policy import SNAP_BOXES
+from bot.workers import play_seeds
 
 log = logging.getLogger(__name__)
 
@@ -187,18 +187,18 @@ def pending_seeds(cfg: DaggerConfig) -> list[int]:
     return seeds
 
 
-_PLAYER: BotPlayer | None = None
+_WORKER: tuple[BotPlayer, DaggerConfig] | None = None  # this worker process's player and config
 
 
 def _init_worker(cfg: DaggerConfig) -> None:
-    global _PLAYER
+    global _WORKER
     logging.basicConfig(level=logging.WARNING)
-    _PLAYER = BotPlayer(cfg.eval_config())
+    _WORKER = (BotPlayer(cfg.eval_config()), cfg)
 
 
-def _worker(args: tuple[DaggerConfig, int]) -> dict[str, Any]:
-    assert _PLAYER is not None, "the pool initializer builds the player"
-    return record_episode(_PLAYER, *args)
+def _record_in_worker(seed: int) -> dict[str, Any]:
+    assert _WORKER is not None, "the pool initializer builds the player"
+    return record_episode(*_WORKER, seed)
 
 
 def run(cfg: DaggerConfig) -> list[dict[str, Any]]:
@@ -212,19 +212,16 @@ def run(cfg: DaggerConfig) -> list[dict[str, Any]]:
     if cfg.workers == 1 or len(seeds) == 1:
         player = BotPlayer(cfg.eval_config())
         return [record_episode(player, cfg, s) for s in tqdm(seeds, unit="episode", desc="dagger")]
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")  # no inherited threads or SDL state in the workers
-    workers = min(cfg.workers, len(seeds))
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg,)) as pool:
-        futures = {seed: pool.submit(_worker, (cfg, seed)) for seed in seeds}
-        results = []
-        for seed, future in tqdm(futures.items(), unit="episode", desc="dagger"):
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                raise PilotError(f"{cfg.out / episode_name(seed)}: episode failed: {exc!r}") from exc
-    return results
+    with tqdm(total=len(seeds), unit="episode", desc="dagger") as bar:
+        return play_seeds(
+            seeds,
+            _record_in_worker,
+            workers=cfg.workers,
+            init=_init_worker,
+            init_args=(cfg,),
+            episode=lambda seed: str(cfg.out / episode_name(seed)),
+            on_done=lambda _seed: bar.update(),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

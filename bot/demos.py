@@ -12,7 +12,6 @@ is kept (so an interrupted run resumes where it stopped), an unfinished one is w
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 import tyro
 
 from bot.episode import EpisodeMeta, EpisodeWriter, open_episode
-from bot.errors import EpisodeError, PilotError
+from bot.errors import EpisodeError
+from bot.workers import SPAWN, play_seeds
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,18 @@ def record_episode(cfg: DemosConfig, seed: int, progress: Any = None) -> dict[st
     return {"seed": seed, "episode": directory.name, "skill": skill, **summary}
 
 
-def _worker(args: tuple[DemosConfig, int]) -> dict[str, Any]:
-    cfg, seed = args
-    return record_episode(cfg, seed, _PROGRESS)
+_WORKER: tuple[DemosConfig, Any] | None = None  # this worker process's config and progress queue
 
 
-_PROGRESS: Any = None
+def _init_worker(cfg: DemosConfig, progress: Any) -> None:
+    global _WORKER
+    _WORKER = (cfg, progress)
 
 
-def _init_worker(progress: Any) -> None:
-    global _PROGRESS
-    _PROGRESS = progress
+def _record_in_worker(seed: int) -> dict[str, Any]:
+    assert _WORKER is not None, "the pool initializer sets the config"
+    cfg, progress = _WORKER
+    return record_episode(cfg, seed, progress)
 
 
 def pending_seeds(cfg: DemosConfig) -> list[int]:
@@ -186,35 +187,29 @@ def pending_seeds(cfg: DemosConfig) -> list[int]:
 
 def run(cfg: DemosConfig) -> list[dict[str, Any]]:
     """Write every pending episode; a worker's failure stops the run with that episode's error."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     from tqdm import tqdm
 
     seeds = pending_seeds(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    ctx = mp.get_context("spawn")  # no inherited threads or SDL state in the workers
-    progress = ctx.Queue()
-    results: list[dict[str, Any]] = []
-    workers = min(cfg.workers, max(1, len(seeds)))
-    with (
-        tqdm(total=round(cfg.seconds * cfg.fps) * len(seeds), unit="frame", desc="demos") as bar,
-        ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)) as pool,
-    ):
-        pending = {pool.submit(_worker, (cfg, seed)): seed for seed in seeds}
-        while pending:
-            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for future in done:
-                seed = pending.pop(future)
-                try:
-                    results.append(future.result())
-                except Exception as exc:
-                    for other in pending:
-                        other.cancel()
-                    raise PilotError(f"{cfg.out / episode_name(seed)}: episode failed: {exc!r}") from exc
+    progress = SPAWN.Queue()  # frames recorded, from every worker
+
+    with tqdm(total=round(cfg.seconds * cfg.fps) * len(seeds), unit="frame", desc="demos") as bar:
+
+        def drain() -> None:
             while not progress.empty():
                 bar.update(progress.get())
+
+        results = play_seeds(
+            seeds,
+            _record_in_worker,
+            workers=cfg.workers,
+            init=_init_worker,
+            init_args=(cfg, progress),
+            episode=lambda seed: str(cfg.out / episode_name(seed)),
+            tick=drain,
+        )
         bar.update(bar.total - bar.n)
-    return sorted(results, key=lambda r: r["seed"])
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

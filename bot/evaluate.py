@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import re
 import time
 from collections import Counter, defaultdict, deque
@@ -37,9 +36,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import tyro
 
-from bot.errors import PilotError
 from bot.policy import SNAP_BOXES, PolicyBundle, PolicyRunner
 from bot.policy import STAGES as POLICY_STAGES
+from bot.workers import play_seeds
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +271,14 @@ def _init_worker(cfg: EvalConfig) -> None:
     _PLAYER = BotPlayer(cfg)
 
 
-def _play_in_worker(seed: int, overlay: Path | None) -> dict[str, Any]:
+def _play_in_worker(seed: int) -> dict[str, Any]:
     assert _PLAYER is not None, "the pool initializer builds the player"
-    return _PLAYER.play(seed, overlay)
+    return _PLAYER.play(seed, _overlay(_PLAYER.cfg, seed))
+
+
+def _overlay(cfg: EvalConfig, seed: int) -> Path | None:
+    """The overlay video goes to the first episode only."""
+    return cfg.overlay if seed == cfg.seed else None
 
 
 # ------------------------------------------------------------------------------------------------ baselines
@@ -305,24 +309,21 @@ def play_bot(cfg: EvalConfig) -> list[dict[str, Any]]:
     """The bot's episodes, in this process or on `workers` spawned processes; the first writes the overlay."""
     from tqdm import tqdm
 
-    overlays = {cfg.seed: cfg.overlay}
     if cfg.workers == 1 or cfg.episodes == 1:
         player = BotPlayer(cfg)
         frames = (round(cfg.seconds * cfg.fps) + 1) * cfg.episodes
         with tqdm(total=frames, unit="frame", desc="bot", leave=False) as bar:
-            return [player.play(seed, overlays.get(seed), bar) for seed in cfg.seeds]
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("spawn")  # no inherited threads or SDL state in the workers
-    workers = min(cfg.workers, cfg.episodes)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg,)) as pool:
-        futures = [pool.submit(_play_in_worker, seed, overlays.get(seed)) for seed in cfg.seeds]
-        try:
-            return [f.result() for f in tqdm(futures, unit="episode", desc="bot", leave=False)]
-        except PilotError:
-            raise
-        except Exception as exc:
-            raise PilotError(f"a bot episode failed in a worker: {exc!r}") from exc
+            return [player.play(seed, _overlay(cfg, seed), bar) for seed in cfg.seeds]
+    with tqdm(total=cfg.episodes, unit="episode", desc="bot", leave=False) as bar:
+        return play_seeds(
+            cfg.seeds,
+            _play_in_worker,
+            workers=cfg.workers,
+            init=_init_worker,
+            init_args=(cfg,),
+            episode=lambda seed: f"bot episode seed={seed}",
+            on_done=lambda _seed: bar.update(),
+        )
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -17,7 +17,7 @@ from bot.policy import PolicyBundle
 from bot.state import GLOB
 from training.datasets import label_source, load_episode
 
-SMALL = ["--width", "320", "--height", "180", "--zoom", "0.25", "--workers", "1"]
+SMALL = ["--width", "320", "--height", "180", "--zoom", "0.25"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, tiny_bundle, arena_detect
     root = tmp_path_factory.mktemp("dagger")
     bundle = tiny_bundle(root / "bundle", arena_detector)
     argv = ["--policy", str(bundle), "--out", str(root / "out"), "--episodes", "2", "--seconds", "2"]
-    assert dagger.main(argv + ["--seed", "7", *SMALL]) == 0
+    assert dagger.main(argv + ["--seed", "7", "--workers", "2", *SMALL]) == 0  # the spawned-worker pool
     return root
 
 
