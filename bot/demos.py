@@ -141,16 +141,23 @@ def record_episode(cfg: DemosConfig, seed: int, progress: Any = None) -> dict[st
             "arena_spec_version": spec.SPEC_VERSION,
         },
     )
-    with EpisodeWriter(directory, meta, optional_fields=STEP_COLUMNS, crf=cfg.crf) as writer:
+    try:
+        with EpisodeWriter(directory, meta, optional_fields=STEP_COLUMNS, crf=cfg.crf) as writer:
 
-        def on_step(index: int, frame: Any, action: dict, labels: dict, info: dict) -> None:
-            writer.append(frame, arena_step_row(action, info))
-            writer.add_label("expert", index, labels["mode"], labels["target_id"])
-            if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
-                progress.put(PROGRESS_EVERY)
+            def on_step(index: int, frame: Any, action: dict, labels: dict, info: dict) -> None:
+                writer.append(frame, arena_step_row(action, info))
+                writer.add_label("expert", index, labels["mode"], labels["target_id"])
+                if progress is not None and (index + 1) % PROGRESS_EVERY == 0:
+                    progress.put(PROGRESS_EVERY)
 
-        summary = play_episode(env, expert, seed=seed, seconds=cfg.seconds, on_step=on_step)
-    env.close()
+            summary = play_episode(env, expert, seed=seed, seconds=cfg.seconds, on_step=on_step)
+    except KeyboardInterrupt:
+        # The writer closes what it has as a complete (shorter) episode, right for a person's recording;
+        # a demo cut short is not the requested one, and a rerun keeps complete episodes: remove it.
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    finally:
+        env.close()
     return {"seed": seed, "episode": directory.name, "skill": skill, **summary}
 
 

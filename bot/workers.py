@@ -1,9 +1,9 @@
 """Arena episodes on spawned worker processes: the one pool of `pilot demos`, `pilot eval` and `pilot dagger`.
 
 Each worker is set up once by an initializer (building a player is the expensive part), then plays seeds as
-they come. Results come back in seed order. The first episode that fails ends the run: the episodes not
-started yet are cancelled and a PilotError names the failed episode (the ones already running finish first,
-as a process cannot be stopped halfway through writing its files).
+they come. Results come back in seed order. The first episode that fails, or Ctrl+C, ends the run: no
+episode starts after that (also none the pool had already handed to a worker), the ones playing finish or
+stop on their own Ctrl+C, and a failure raises a PilotError naming its episode.
 """
 
 from __future__ import annotations
@@ -19,6 +19,24 @@ SPAWN = mp.get_context("spawn")  # no inherited threads or SDL state in the work
 POLL_S = 0.2  # how often `tick` runs while episodes play
 
 T = TypeVar("T")
+
+_STOP: Any = None  # in a worker: the run's stop event, set once the run is ending
+
+
+class Stopped(Exception):
+    """An episode that did not start because the run was ending."""
+
+
+def _init(stop: Any, init: Callable[..., None], init_args: tuple[Any, ...]) -> None:
+    global _STOP
+    _STOP = stop
+    init(*init_args)
+
+
+def _play_unless_stopped(play: Callable[[int], T], seed: int) -> T:
+    if _STOP.is_set():
+        raise Stopped(seed)
+    return play(seed)
 
 
 def play_seeds(
@@ -38,22 +56,26 @@ def play_seeds(
     episode in the error of a failed one; `on_done(seed)` runs in this process after each finished episode,
     `tick()` every POLL_S seconds while waiting (progress bars)."""
     results: dict[int, T] = {}
-    with ProcessPoolExecutor(
-        min(workers, max(1, len(seeds))), mp_context=SPAWN, initializer=init, initargs=init_args
-    ) as pool:
-        pending: dict[Future, int] = {pool.submit(play, seed): seed for seed in seeds}
-        while pending:
-            done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-            for future in done:
-                seed = pending.pop(future)
-                try:
-                    results[seed] = future.result()
-                except Exception as exc:
-                    for other in pending:
-                        other.cancel()
-                    raise PilotError(f"{episode(seed)}: episode failed: {exc!r}") from exc
-                if on_done is not None:
-                    on_done(seed)
-            if tick is not None:
-                tick()
+    stop = SPAWN.Event()
+    size, setup = min(workers, max(1, len(seeds))), (stop, init, init_args)
+    with ProcessPoolExecutor(size, mp_context=SPAWN, initializer=_init, initargs=setup) as pool:
+        pending: dict[Future, int] = {pool.submit(_play_unless_stopped, play, seed): seed for seed in seeds}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    seed = pending.pop(future)
+                    try:
+                        results[seed] = future.result()
+                    except Exception as exc:
+                        raise PilotError(f"{episode(seed)}: episode failed: {exc!r}") from exc
+                    if on_done is not None:
+                        on_done(seed)
+                if tick is not None:
+                    tick()
+        except BaseException:  # a failure, or Ctrl+C here or in a worker
+            stop.set()
+            for future in pending:
+                future.cancel()
+            raise
     return [results[seed] for seed in seeds]

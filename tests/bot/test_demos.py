@@ -73,6 +73,18 @@ def test_rerun_keeps_complete_episodes_and_redoes_unfinished_ones(demo_dir: Path
     assert (demo_dir / "expert-000007" / "meta.json").stat().st_mtime_ns == kept_mtime
 
 
+def test_ctrl_c_in_an_episode_leaves_it_to_be_recorded_again(tmp_path: Path) -> None:
+    class CtrlC:  # the progress queue: Ctrl+C arrives after the first second of play
+        def put(self, frames: int) -> None:
+            raise KeyboardInterrupt
+
+    cfg = demos.DemosConfig(out=tmp_path, episodes=1, seconds=3.0, seed=3, workers=1, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        demos.record_episode(cfg, 3, progress=CtrlC())
+    assert not (tmp_path / "expert-000003").exists(), "a shortened demo would be kept as complete"
+    assert demos.pending_seeds(cfg) == [3]
+
+
 def test_config_errors_name_the_option() -> None:
     with pytest.raises(ValueError, match="--episodes"):
         demos.DemosConfig(episodes=0)
