@@ -6,7 +6,8 @@ Examples:
     pilot demos --out /tmp/demos --episodes 2 --seconds 20 --width 640 --height 360
 
 Episode i is played with seed `seed + i` and named `expert-<seed>`; an episode already complete on disk
-is kept (so an interrupted run resumes where it stopped), an unfinished one is written again.
+is kept (so an interrupted run resumes where it stopped), an unfinished one is written again. Ctrl+C stops
+at once: the episodes being played are removed (they would be shorter than asked) and none starts after.
 """
 
 from __future__ import annotations
