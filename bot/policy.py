@@ -14,7 +14,11 @@ The inputs are exactly those training builds (training/tasks.py `strategist_goal
   - Tactician: on its decision frames, (objects, mask, goal, context = glob) -> argmax slot; the slot's
     TRACK ID is kept, because slots are re-sorted every frame, together with the approach vector.
   - Executor: every frame (glob, goal, target, approach), target = the kept track's object row in this frame,
-    zeros when "none" or when the track has left the object set.
+    zeros when "none" or when the track has left the object set. It was trained on every frame of episodes
+    recorded at the profile's fps; when the live loop falls behind (a slow machine: frames dropped), the
+    Executor is still stepped once per frame period that passed, the missed frames as copies of this one
+    without its click and with dt = one frame (at most MAX_CATCH_UP a frame), so its recurrent state keeps
+    the time scale it learned; only the last step's action is used.
 
 Deterministic by default (argmax cells, click when p > 0.5, argmax key and target); `sample=True` draws them
 with a seeded generator. Everything runs in float32 on the CPU under torch.inference_mode.
@@ -52,7 +56,7 @@ from bot.detector import Detector
 from bot.errors import PilotError, PolicyError
 from bot.perceive import PerceptionStep, load_detector
 from bot.profile import GameProfile, load_profile
-from bot.state import OBS_SPEC, Observation
+from bot.state import GLOB, OBS_SPEC, Observation
 from models.errors import CheckpointError
 from models.io import load_model
 
@@ -72,6 +76,7 @@ OBJ_INDEX = {name: i for i, name in enumerate(OBS_SPEC.obj_features)}
 SNAP_BOXES = 40.0
 F_GLOB = len(OBS_SPEC.glob_features)
 F_SUM = len(OBS_SPEC.summary_features)
+MAX_CATCH_UP = 8  # Executor steps for one frame at most (~1 ms each): a longer stall is let go
 
 
 # ------------------------------------------------------------------------------------------------ bundle
@@ -238,9 +243,11 @@ def snap_to_target(mouse: tuple[float, float], target: np.ndarray, boxes: float)
     Why: the Executor's mouse head is a grid of cells (+ an in-cell offset) over the whole frame, whose error
     (~30 px at 640 px, measured) exceeds a 16 px NPC; the Tactician already said WHICH object, so a point
     aimed roughly its way is refined to its centre. 0 turns it off; points far from the target are kept
-    (flying elsewhere, fleeing).
+    (flying elsewhere, fleeing). Only enemies and loot, the objects a click acts on: snapped to the portal the
+    player starts on, every click landed on the ship itself and the bot never left it.
     """
-    if boxes <= 0 or not target.any():
+    clicked_on = target[OBJ_INDEX["is_enemy"]] > 0 or target[OBJ_INDEX["is_loot"]] > 0
+    if boxes <= 0 or not clicked_on:  # a portal or neutral object is a place: the Executor's aim stands
         return float(mouse[0]), float(mouse[1])
     cx, cy, w, h = (float(target[OBJ_INDEX[name]]) for name in ("x", "y", "w", "h"))
     if abs(mouse[0] - cx) <= boxes * max(w, 1e-3) and abs(mouse[1] - cy) <= boxes * max(h, 1e-3):
@@ -255,7 +262,8 @@ def _row(x: np.ndarray) -> torch.Tensor:
 class PolicyRunner:
     """Steps the bundle's Strategist, Tactician and Executor on a stream of PerceptionSteps (see above).
 
-    `calls` counts the calls of each model since `reset()`, for decision rates.
+    `calls` counts the calls of each model since `reset()`, for decision rates; `executor_steps` counts the
+    Executor's steps, missed frames included.
     """
 
     def __init__(
@@ -272,6 +280,7 @@ class PolicyRunner:
             raise ValueError(f"snap: expected a number >= 0, got {snap!r}")
         self.bundle, self.sample, self.seed, self.snap = bundle, sample, seed, float(snap)
         self.period = 1.0 / float(tactician_hz)
+        self.frame_period = 1.0 / float(bundle.profile.fps)  # the Executor's step in training
         self.generator = torch.Generator().manual_seed(seed)
         self.reset()
 
@@ -289,6 +298,8 @@ class PolicyRunner:
         self.calls = dict.fromkeys(STAGES, 0)
         self._t0: float | None = None  # time of the first Tactician decision (the decision grid's origin)
         self._next_decision = 0  # index on that grid of the next decision
+        self._last_t: float | None = None  # obs.t of the previous frame
+        self.executor_steps = 0
 
     @torch.inference_mode()  # no autograd bookkeeping at all: 15-20 % faster than no_grad here
     def act(self, step: PerceptionStep) -> Decision:
@@ -299,7 +310,7 @@ class PolicyRunner:
         if self._tactician_due(step.obs.t):
             ms["tactician"] = self._timed(self._tactician, step.obs)
         mark = time.perf_counter()
-        mouse, click, key = self._executor(step.obs)
+        mouse, click, key = self._executor(step.obs, self._frames_since_last(step.obs.t))
         ms["executor"] = (time.perf_counter() - mark) * 1000.0
         return Decision(
             mouse, click, key, self.mode, self.mode_probs.copy(), self.target_id, self.approach.copy(), ms
@@ -344,14 +355,28 @@ class PolicyRunner:
         self.approach = out.approach[0].float().numpy().copy()
         self.calls["tactician"] += 1
 
-    def _executor(self, obs: Observation) -> tuple[tuple[float, float], bool, int]:
+    def _frames_since_last(self, t: float) -> int:
+        """Frame periods of the profile's fps from the previous frame to this one: 1 at the full rate."""
+        last, self._last_t = self._last_t, t
+        if last is None:
+            return 1
+        return max(1, min(MAX_CATCH_UP, round((t - last) / self.frame_period)))
+
+    def _executor(self, obs: Observation, frames: int = 1) -> tuple[tuple[float, float], bool, int]:
         executor = self.bundle.executor
         target = target_row(obs, self.target_id)
-        out, self._state = executor.step(
-            _row(obs.glob), _row(self.goal), _row(target), _row(self.approach), self._state
-        )
+        glob, goal, target_in, approach = _row(obs.glob), _row(self.goal), _row(target), _row(self.approach)
+        if frames > 1:  # the loop fell behind: first the missed frames, each as in training
+            glob = glob.clone()  # _row shares memory with the Observation
+            glob[0, GLOB["dt"]] = self.frame_period
+            missed = glob.clone()
+            missed[0, GLOB["click"]] = 0.0  # the hand's click since the last frame belongs to one frame
+            for _ in range(frames - 1):
+                _, self._state = executor.step(missed, goal, target_in, approach, self._state)
+        out, self._state = executor.step(glob, goal, target_in, approach, self._state)
         action = executor.decode(out, sample=self.sample, generator=self.generator)
         self.calls["executor"] += 1
+        self.executor_steps += frames
         x, y = snap_to_target(tuple(action.mouse[0].tolist()), target, self.snap)
         return (x, y), bool(action.click[0]), int(action.key[0])
 

@@ -14,8 +14,16 @@ import torch
 from bot.episode import find_episodes
 from bot.errors import PolicyError
 from bot.perceive import PerceivedEpisode, PerceptionStep, load_perception
-from bot.policy import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION, Decision, PolicyBundle, PolicyRunner
-from bot.state import OBS_SPEC, Observation
+from bot.policy import (
+    BUNDLE_FILE,
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    MAX_CATCH_UP,
+    Decision,
+    PolicyBundle,
+    PolicyRunner,
+)
+from bot.state import GLOB, OBS_SPEC, Observation
 from models.io import save_model
 from models.tactician import TacticianOutput
 
@@ -239,6 +247,38 @@ def test_tactician_grid_skips_missed_points(bundle_dir: Path) -> None:
     assert due == [True, False, True, False, True, False, True]
 
 
+def test_a_loop_that_falls_behind_still_steps_the_executor_once_a_frame(bundle_dir: Path) -> None:
+    bundle = PolicyBundle.load(bundle_dir)
+    seen: list[np.ndarray] = []
+    step_executor = bundle.executor.step
+
+    def spy(frame, goal, target, approach, state=None):
+        seen.append(frame[0].numpy().copy())
+        return step_executor(frame, goal, target, approach, state)
+
+    bundle.executor.step = spy
+    runner = PolicyRunner(bundle)
+    fps = bundle.profile.fps  # 30: the rate of the episodes the Executor learned from
+    observations = []
+    for frame in (0, 1, 4, 5, 105):  # full rate, 2 frames dropped, full rate, a 3.3 s stall
+        obs = _observation([7], frame / fps)
+        obs.glob[GLOB["dt"]], obs.glob[GLOB["click"]], obs.glob[GLOB["hp"]] = 0.1, 1.0, frame / 1000
+        observations.append(obs)
+        runner.act(PerceptionStep(obs, None, None, None, None))  # type: ignore[arg-type]
+    assert runner.calls["executor"] == 5 and runner.executor_steps == 1 + 1 + 3 + 1 + MAX_CATCH_UP
+    assert len(seen) == runner.executor_steps
+    # on time: the observation as perceived; late: the missed frames are this one without its click, then
+    # this one, all with dt of one frame, as every frame in training
+    np.testing.assert_array_equal(seen[1], observations[1].glob)
+    missed, current = seen[2:4], seen[4]
+    assert [m[GLOB["click"]] for m in missed] == [0.0, 0.0] and current[GLOB["click"]] == 1.0
+    assert all(g[GLOB["dt"]] == pytest.approx(1 / fps) for g in [*missed, current])
+    assert all(g[GLOB["hp"]] == pytest.approx(0.004) for g in [*missed, current])
+    assert observations[2].glob[GLOB["dt"]] == pytest.approx(0.1), "the Observation itself is not changed"
+    runner.reset()
+    assert runner.executor_steps == 0
+
+
 def test_decision_action_and_sampling(perceived: Path, bundle_dir: Path) -> None:
     bundle = PolicyBundle.load(bundle_dir)
     steps = list(replay(load_perception(find_episodes(perceived)[1])))[:60]
@@ -272,13 +312,22 @@ def test_runners_sharing_a_bundle_keep_their_own_state(perceived: Path, bundle_d
     assert [m[0] for m in mixed] == alone[0] and [m[1] for m in mixed] == alone[1]
 
 
-def test_snap_aims_at_the_chosen_target_only_when_the_point_is_near_it() -> None:
+def test_snap_aims_at_a_chosen_enemy_or_loot_only_when_the_point_is_near_it() -> None:
     from bot.policy import OBJ_INDEX, snap_to_target
 
-    target = np.zeros(F_OBJ, np.float32)
-    for name, value in {"x": 0.5, "y": 0.4, "w": 0.02, "h": 0.03}.items():
-        target[OBJ_INDEX[name]] = value
-    assert snap_to_target((0.52, 0.43), target, 2.0) == pytest.approx((0.5, 0.4))
-    assert snap_to_target((0.6, 0.4), target, 2.0) == pytest.approx((0.6, 0.4))  # aims elsewhere: kept
-    assert snap_to_target((0.52, 0.43), target, 0.0) == pytest.approx((0.52, 0.43))  # off
+    def target(role: str) -> np.ndarray:
+        row = np.zeros(F_OBJ, np.float32)
+        for name, value in {"x": 0.5, "y": 0.4, "w": 0.02, "h": 0.03, role: 1.0}.items():
+            row[OBJ_INDEX[name]] = value
+        return row
+
+    enemy = target("is_enemy")
+    assert snap_to_target((0.52, 0.43), enemy, 2.0) == pytest.approx((0.5, 0.4))
+    assert snap_to_target((0.52, 0.43), target("is_loot"), 2.0) == pytest.approx((0.5, 0.4))
+    assert snap_to_target((0.6, 0.4), enemy, 2.0) == pytest.approx((0.6, 0.4))  # aims elsewhere: kept
+    assert snap_to_target((0.52, 0.43), enemy, 0.0) == pytest.approx((0.52, 0.43))  # off
     assert snap_to_target((0.52, 0.43), np.zeros(F_OBJ, np.float32), 2.0) == pytest.approx((0.52, 0.43))
+    # a portal (or neutral object) is a place, not something to click on: the player starts on the portal,
+    # and snapping there put every click on the ship itself
+    assert snap_to_target((0.52, 0.43), target("is_portal"), 2.0) == pytest.approx((0.52, 0.43))
+    assert snap_to_target((0.52, 0.43), target("is_neutral"), 2.0) == pytest.approx((0.52, 0.43))
