@@ -362,7 +362,7 @@ class PolicyRunner:
             return 1
         return max(1, min(MAX_CATCH_UP, round((t - last) / self.frame_period)))
 
-    def _executor(self, obs: Observation, frames: int = 1) -> tuple[tuple[float, float], bool, int]:
+    def _executor(self, obs: Observation, frames: int) -> tuple[tuple[float, float], bool, int]:
         executor = self.bundle.executor
         target = target_row(obs, self.target_id)
         glob, goal, target_in, approach = _row(obs.glob), _row(self.goal), _row(target), _row(self.approach)
