@@ -1,6 +1,6 @@
 """The live loop's per-stage latency (p50 / p95) and decision rates, in-process and through the real screen.
 
-    in-process   ArenaSource -> Perception -> PolicyRunner, lock-step (bot/evaluate.py: `pilot eval`)
+    in-process   ArenaSource -> Perception -> PolicyRunner, lock-step (bot/play/evaluate.py: `pilot eval`)
     screen       `pilot arena` in a window on a private Xvfb -> `pilot run` (mss capture, pynput input)
 
 Both rows run the same perception and policy code on the same bundle; the ratio screen / in-process of the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import add_common_args, apply_threads, report
-from bot.run import STAGES  # the live loop's stages, in its order
+from bot.play.run import STAGES  # the live loop's stages, in its order
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_BUDGET_MS = 1000.0 / 30.0
@@ -37,7 +37,7 @@ COLUMNS = ("loop", *(f"{s}_p50" for s in STAGES), "total_p95", "fps", "note")
 
 def in_process(policy: Path, seconds: float, threads: int) -> tuple[dict[str, Any], dict[str, float]]:
     """One bot episode of `pilot eval` (no baselines): per-stage p50/p95 per frame and calls per second."""
-    from bot.evaluate import EvalConfig, run
+    from bot.play.evaluate import EvalConfig, run
 
     cfg = EvalConfig(policy=policy, episodes=1, seconds=seconds, baselines=False, threads=threads)
     result, _ = run(cfg)

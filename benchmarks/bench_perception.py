@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import add_common_args, report, time_call
-from bot.detector import Detector
-from bot.hud import HudReader
+from bot.perception.detector import Detector
+from bot.perception.hud import HudReader
+from bot.perception.state import StateEncoder
+from bot.perception.tracker import Tracker
 from bot.profile import load_profile
-from bot.state import StateEncoder
-from bot.tracker import Tracker
 
 
 @contextmanager
@@ -95,7 +95,7 @@ def arena_frames(width: int, height: int, count: int, seed: int = 0) -> list[tup
 
 
 def capture_rows(number: int) -> list[dict[str, Any]]:
-    from bot.capture import MssConfig, MssSource
+    from bot.perception.capture import MssConfig, MssSource
 
     rows = []
     with x_display() as display:
@@ -108,7 +108,7 @@ def capture_rows(number: int) -> list[dict[str, Any]]:
 
 
 def speed_rows(detector_dir: Path, number: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from bot.capture import ArenaSource
+    from bot.perception.capture import ArenaSource
 
     profile = load_profile("arena")
     rows = capture_rows(number)
@@ -166,8 +166,8 @@ def speed_rows(detector_dir: Path, number: int) -> tuple[list[dict[str, Any]], d
 
 
 def accuracy(detector_dir: Path, episodes_root: Path, every: int) -> dict[str, Any]:
-    from bot.episode import find_episodes, open_episode
-    from bot.tracker import id_switches
+    from bot.perception.tracker import id_switches
+    from bot.recordings.episode import find_episodes, open_episode
     from training.detector import evaluate_detector, hidden_px, in_view
 
     profile = load_profile("arena")

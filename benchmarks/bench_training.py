@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import add_common_args, apply_threads, report, time_call
-from bot.state import OBS_SPEC
+from bot.perception.state import OBS_SPEC
 from models.executor import Executor
 from models.strategist import MODES, Strategist
 from models.tactician import Tactician

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.report import format_table  # noqa: F401 - re-exported for the benchmark scripts
+from bot.play.report import format_table  # noqa: F401 - re-exported for the benchmark scripts
 
 
 def time_call(fn: Callable[[], Any], number: int = 10, repeats: int = 3, warmup: int = 3) -> dict[str, float]:

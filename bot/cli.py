@@ -21,24 +21,30 @@ from bot.errors import PilotError
 # name -> (module:function taking argv and returning an exit code, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
-        "bot.demo:main",
+        "bot.play.demo:main",
         "the bot plays the Arena with the shipped policy (window + eval + overlay video)",
     ),
     "arena": ("arena.window:main", "open the Arena in a window and play it with mouse and keyboard"),
-    "demos": ("bot.demos:main", "write expert demonstration episodes (video + steps + labels)"),
-    "run": ("bot.run:main", "play a game live through the screen, mouse and keyboard with a policy bundle"),
+    "demos": ("bot.play.demos:main", "write expert demonstration episodes (video + steps + labels)"),
+    "run": (
+        "bot.play.run:main",
+        "play a game live through the screen, mouse and keyboard with a policy bundle",
+    ),
     "eval": (
-        "bot.evaluate:main",
+        "bot.play.evaluate:main",
         "measure a policy bundle on the Arena against the expert and a random policy",
     ),
     "dagger": (
-        "bot.dagger:main",
+        "bot.play.dagger:main",
         "record the bot's own play labelled with the expert's actions (DAgger training episodes)",
     ),
-    "record": ("bot.record:main", "record human play (screen + mouse + keyboard) into episodes"),
-    "episodes": ("bot.episodes:main", "list / show / check recorded episodes"),
+    "record": ("bot.recordings.record:main", "record human play (screen + mouse + keyboard) into episodes"),
+    "episodes": ("bot.recordings.episodes:main", "list / show / check recorded episodes"),
     "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),
-    "perceive": ("bot.perceive:main", "run detector + tracker + HUD + state encoder over recorded episodes"),
+    "perceive": (
+        "bot.recordings.perceive:main",
+        "run detector + tracker + HUD + state encoder over recorded episodes",
+    ),
     "label": ("vlm_labeling.run:main", "label episodes with a vision-language model (OpenAI-compatible API)"),
 }
 

@@ -10,7 +10,7 @@ perception over recordings and live play all build their components from the sam
 settings of a recording and of live play cannot drift apart (original-system.md 1.4).
 
 `cues` (optional) names the colours the game draws around an enemy that its box does not tell: an attacking
-enemy's name colour and the selection ring (bot/cues.py reads them into the Observation).
+enemy's name colour and the selection ring (bot/perception/cues.py reads them into the Observation).
 
 Each class may give a `threat` in 0..1 (how dangerous one of them is, e.g. a boss 1.0, a weak NPC 0.2); the
 Strategist's summary weighs the enemies in view by it. Without one a class takes its role's DEFAULT_THREAT.
@@ -234,7 +234,7 @@ class PlayerSpec:
 
 @dataclass(frozen=True)
 class CueSpec:
-    """What the game draws around an enemy that its box does not tell (read by bot/cues.py).
+    """What the game draws around an enemy that its box does not tell (read by bot/perception/cues.py).
 
     The name under an enemy turns `aggressive` while it attacks the player (else `neutral`); a ring around the
     player's selected enemy is `selected`, or `attacking` while the player fires at it. Sizes are fractions of

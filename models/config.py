@@ -1,73 +1,15 @@
-"""Validation helpers shared by the model configs, and their JSON round trip.
-
-Each model owns its typed `@dataclass` config beside it (strategist.py, tactician.py, executor.py,
-mamba.py); the configs call these helpers from `__post_init__`, so a bad value fails at construction
-with a message of the form "StrategistConfig.d_model: expected an int >= 1, got 0".
-"""
+"""The JSON round trip of the model configs (each model's typed `@dataclass` config lives beside it and
+validates itself through the `validation` package)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from models.errors import ConfigError
 
 C = TypeVar("C")
-
-
-def _fail(owner: object, name: str, expected: str, value: object) -> ConfigError:
-    return ConfigError(f"{type(owner).__name__}.{name}: expected {expected}, got {value!r}")
-
-
-def check_int(owner: object, name: str, minimum: int | None = None, maximum: int | None = None) -> None:
-    """Field `name` of `owner` must be an int (not a bool) within [minimum, maximum]."""
-    value = getattr(owner, name)
-    bounds = [f">= {minimum}" if minimum is not None else "", f"<= {maximum}" if maximum is not None else ""]
-    expected = "an int " + " and ".join(b for b in bounds if b) if any(bounds) else "an int"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(owner, name, expected.strip(), value)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise _fail(owner, name, expected.strip(), value)
-
-
-def check_float(
-    owner: object, name: str, low: float | None = None, high: float | None = None, low_open: bool = False
-) -> None:
-    """Field `name` must be a finite real number in [low, high] (or (low, high] with `low_open`)."""
-    value = getattr(owner, name)
-    left = "(" if low_open else "["
-    low_text, high_text = ("-inf" if low is None else low), ("inf" if high is None else high)
-    expected = f"a finite number in {left}{low_text}, {high_text}]"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(owner, name, expected, value)
-    if low is not None and (value <= low if low_open else value < low):
-        raise _fail(owner, name, expected, value)
-    if high is not None and value > high:
-        raise _fail(owner, name, expected, value)
-    setattr(owner, name, float(value))
-
-
-def check_choice(owner: object, name: str, choices: Iterable[object]) -> None:
-    """Field `name` must be one of `choices`."""
-    options = tuple(choices)
-    value = getattr(owner, name)
-    if value not in options:
-        raise _fail(owner, name, "one of " + ", ".join(repr(o) for o in options), value)
-
-
-def check_bool(owner: object, name: str) -> None:
-    value = getattr(owner, name)
-    if not isinstance(value, bool):
-        raise _fail(owner, name, "a bool", value)
-
-
-def check_divisible(owner: object, name: str, divisor_name: str) -> None:
-    """Field `name` must be a multiple of field `divisor_name` (e.g. d_model of n_heads)."""
-    value, divisor = getattr(owner, name), getattr(owner, divisor_name)
-    if value % divisor != 0:
-        raise _fail(owner, name, f"a multiple of {divisor_name}={divisor}", value)
 
 
 def config_to_dict(config: object) -> dict[str, Any]:

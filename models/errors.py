@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from validation import ConfigError  # the project's one config error, raised by the configs' checks
+
+__all__ = ["CheckpointError", "ConfigError", "KernelUnavailableError", "ModelsError"]
+
 
 class ModelsError(Exception):
     """Base class of every error raised on purpose by `models`."""
-
-
-class ConfigError(ModelsError, ValueError):
-    """A model config field has the wrong type or value ("expected X, got Y", naming the field)."""
 
 
 class CheckpointError(ModelsError):

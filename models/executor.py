@@ -50,7 +50,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import check_choice, check_int
 from models.kernels import MAMBA_PATHS
 from models.layers import Normalizer, log_parameter_count
 from models.mamba import (
@@ -63,6 +62,7 @@ from models.mamba import (
     norm_eps,
     rms_scale,
 )
+from validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
 

@@ -60,9 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import check_choice, check_float, check_int
 from models.errors import KernelUnavailableError
 from models.kernels import MAMBA_PATHS, MambaKernels, mamba_kernels, resolve_mamba_path
+from validation import check_choice, check_float, check_int
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import check_bool, check_divisible, check_float, check_int
 from models.errors import ConfigError
 from models.layers import Normalizer, PreLNBlock, apply_rope, log_parameter_count, rope_tables
+from validation import check_bool, check_divisible, check_float, check_int
 
 log = logging.getLogger(__name__)
 

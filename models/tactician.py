@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import check_divisible, check_float, check_int
 from models.layers import MLP, Normalizer, PreLNBlock, key_padding_mask, log_parameter_count
+from validation import check_divisible, check_float, check_int
 
 log = logging.getLogger(__name__)
 

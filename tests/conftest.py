@@ -20,10 +20,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bot.detector import Detections
-from bot.episode import find_episodes, open_episode
-from bot.perceive import PerceiveConfig, perceive_episode
+from bot.perception.detector import Detections
 from bot.profile import load_profile
+from bot.recordings.episode import find_episodes, open_episode
+from bot.recordings.perceive import PerceiveConfig, perceive_episode
 
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -96,7 +96,7 @@ class OracleDetector:
 
 
 def make_perceived(out: Path, episodes: int, seconds: float, seed: int) -> Path:
-    from bot.demos import DemosConfig, run
+    from bot.play.demos import DemosConfig, run
 
     run(DemosConfig(out=out, episodes=episodes, seconds=seconds, seed=seed, width=320, height=180, zoom=0.25,
                     workers=1))  # fmt: skip
@@ -135,7 +135,7 @@ def raw_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
-    from bot.detector import ultralytics_offline
+    from bot.perception.detector import ultralytics_offline
 
     folder = tmp_path_factory.mktemp("untrained_detector")
     ultralytics_offline(folder / "yolo_config")
@@ -173,8 +173,8 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) 
 
     import torch
 
-    from bot.policy import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
-    from bot.state import OBS_SPEC
+    from bot.perception.state import OBS_SPEC
+    from bot.policy.runner import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
     from models.executor import Executor, ExecutorConfig
     from models.io import save_model
     from models.strategist import MODES, Strategist, StrategistConfig

@@ -1,6 +1,6 @@
 """Training datasets of the three policy models, built from perceived episodes and a pluggable label source.
 
-    <episode>/perception/obs.npz (bot/perceive.py) ──┐
+    <episode>/perception/obs.npz (bot/recordings/perceive.py) ──┐
     <episode>/steps.parquet (actions, Arena truth) ──┼── load_episode ─▶ EpisodeArrays ─┬─▶ StrategistDataset
     <episode>/labels/<source>.parquet (LabelSource) ─┘     (one row per perceived frame) ├─▶ TacticianDataset
                                                                                        └─▶ ExecutorDataset
@@ -10,7 +10,7 @@ could not see live enters a sample. Labels (mode, target) come from a `LabelSour
 
 No leakage, by construction:
   - Observation row r holds the cursor/click of the action chosen on the frame BEFORE it (`cursor_before` in
-    bot/perceive.py); the action of row r is only ever a target.
+    bot/recordings/perceive.py); the action of row r is only ever a target.
   - Per-second summaries reach the policy on the first frame of the next second (Summarizer), so row r's goal
     comes from the summaries whose last row is < r (`last_summary`), never from the second r belongs to.
   - Labels never enter an input: with no Strategist/Tactician checkpoint the Tactician and Executor context
@@ -20,7 +20,8 @@ No leakage, by construction:
   - Train / validation split by episode (`split_episodes`), never by window, so no second of a validation
     episode is seen in training.
 
-Actions are the steps' mouse/click/key, except in DAgger episodes (bot/dagger.py: the bot played, the expert
+Actions are the steps' mouse/click/key, except in DAgger episodes (bot/play/dagger.py: the bot played, the
+expert
 labelled), whose expert_* columns are the targets while the inputs keep what the bot saw and did.
 
 Label sources (`label_source(spec)`): "expert" (labels/expert.parquet, the Arena expert's ground truth),
@@ -45,9 +46,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bot.episode import find_episodes, open_episode, target_id_space
-from bot.perceive import FOLDER, load_perception
-from bot.state import GLOB, OBJ, OBS_SPEC
+from bot.perception.state import GLOB, OBJ, OBS_SPEC
+from bot.recordings.episode import find_episodes, open_episode, target_id_space
+from bot.recordings.perceived import FOLDER, load_perception
 from models.strategist import IGNORE_INDEX, MODES
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,9 @@ class HeuristicLabels:
     flee_hp: float = 0.3  # hp fraction under which a close enemy means FLEE
 
     def labels(self, episode_dir: Path) -> pa.Table:
-        if (Path(episode_dir) / "labels" / "heuristic.parquet").exists():  # from the actions: bot/labels.py
+        if (
+            Path(episode_dir) / "labels" / "heuristic.parquet"
+        ).exists():  # from the actions: bot/recordings/labels.py
             return FileLabels("heuristic").labels(episode_dir)
         p = load_perception(episode_dir)
         glob, objects, mask, track = p["glob"], p["objects"], p["mask"], p["track_id"]
@@ -328,7 +331,7 @@ def load_episode(
 
 def action_targets(steps: pa.Table, take: pa.Array) -> dict[str, np.ndarray]:
     """mouse, click, key of the perceived rows: the expert's answer where a DAgger episode recorded one
-    (bot/dagger.py: the bot played, the expert_* columns say what the expert would have done), else the
+    (bot/play/dagger.py: the bot played, the expert_* columns say what the expert would have done), else the
     action played."""
     prefix = "expert_" if "expert_mouse_x" in steps.column_names else ""
 
@@ -450,7 +453,8 @@ def click_destinations(
     click (at or after it) comes within `horizon_s`, the destination is that click's point and intent is
     True; otherwise the destination is the cursor `horizon_s` later (where the hand drifts to) and False.
     Why: the next frame's cursor is almost the current one on a person's smooth paths, so predicting it
-    teaches "stay where you are"; the live InputDriver (bot/input.py) draws the path itself and clicks once
+    teaches "stay where you are"; the live InputDriver (bot/control/input.py) draws the path itself and
+    clicks once
     it has arrived, so the policy only has to say where and whether.
     """
     rows, horizon = len(mouse), max(1, round(horizon_s * fps))

@@ -4,7 +4,7 @@ r"""`pilot train detector` / `train_detector`: a YOLO detector trained without h
     or a YOLO dataset YAML of your own (e.g. a Roboflow export for DarkOrbit) ───────────────────┤
                                                                                                  ▼
       ultralytics YOLO built from a model YAML (no pretrained download), trained offline ──▶ best.pt
-          ──▶ model.onnx (dynamic batch, for ONNX Runtime) ──▶ mAP through bot.detector.Detector
+          ──▶ model.onnx (dynamic batch, for ONNX Runtime) ──▶ mAP through bot.perception.detector.Detector
           ──▶ --out/{best.pt, model.onnx, config.json, dataset/, train/}
 
 Examples:
@@ -21,7 +21,7 @@ boxes under 8 frame px, slivers of objects sliding in or out at the frame edge; 
 same rule, so it measures what the network can be asked to see).
 Validation episodes are whole episodes (`--val-episodes`, or the last `val_fraction` of them by name), never
 frames of a training episode; `--eval` episodes should come from seeds not used for training at all.
-Offline settings: see bot/detector.py's docstring.
+Offline settings: see bot/perception/detector.py's docstring.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ import cv2
 import numpy as np
 import tyro
 
-from bot.detector import (
+from bot.errors import DetectorError
+from bot.perception.detector import (
     CONFIG_NAME,
     ONNX_NAME,
     PT_NAME,
@@ -52,9 +53,8 @@ from bot.detector import (
     resize_for,
     ultralytics_offline,
 )
-from bot.episode import find_episodes, open_episode
-from bot.errors import DetectorError
 from bot.profile import GameProfile, load_profile
+from bot.recordings.episode import find_episodes, open_episode
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ class DetectorTrainConfig:
     onnx: bool = True  # export model.onnx (ONNX Runtime is the faster CPU runtime)
     seed: int = 0  # ultralytics training seed
     threads: int = 0  # torch threads (0 = torch's default)
-    config_dir: Path | None = None  # YOLO_CONFIG_DIR (default: see bot.detector.ultralytics_offline)
+    config_dir: Path | None = (
+        None  # YOLO_CONFIG_DIR (default: see bot.perception.detector.ultralytics_offline)
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # further ultralytics train() arguments
 
     def __post_init__(self) -> None:

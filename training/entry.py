@@ -329,9 +329,9 @@ def _main(cls: type[C], run: Any, argv: list[str] | None, prog: str) -> int:
         log.error("%s", str(exc).splitlines()[0])
         return 1
     except Exception as exc:
-        from models.errors import ModelsError
+        from models.errors import ConfigError, ModelsError
 
-        if isinstance(exc, ModelsError):
+        if isinstance(exc, ModelsError | ConfigError):
             log.error("%s", str(exc).splitlines()[0])
             return 1
         raise

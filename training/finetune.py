@@ -15,7 +15,7 @@ Tactician without --tactician) were trained on the base Strategist's goal embedd
 the record lists them as "unchanged_models" (retrain them with `train_executor --strategist BUNDLE2/...`).
 
 VLM target ids are track ids (the VLM chose among the tracked objects listed in its prompt), so the label
-file says so (bot/episode.py write_labels), and the dataset maps them onto slots by track id.
+file says so (bot/recordings/episode.py write_labels), and the dataset maps them onto slots by track id.
 
 Held-out split: `--val-data`, else the same seeded `--val-fraction` of the episodes as the training entry
 points (training/datasets.py `split_episodes`), so fine-tuning on the data the bundle was trained on holds out
@@ -50,8 +50,8 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from bot.errors import PilotError
-from bot.policy import read_bundle_json
-from models.errors import ModelsError
+from bot.policy.runner import read_bundle_json
+from models.errors import ConfigError, ModelsError
 from models.io import load_model, save_model
 from models.strategist import IGNORE_INDEX
 from training.checkpoint import find_checkpoint, versions
@@ -187,7 +187,8 @@ def label_counts(paths: list[Path], name: str, min_confidence: float) -> dict[st
 
 
 def read_bundle(folder: Path) -> dict[str, Any]:
-    """bundle.json of a policy bundle (bot/policy.py checks format, version, obs_spec), with a strategist."""
+    """bundle.json of a policy bundle (bot/policy/runner.py checks format, version, obs_spec), with a
+    strategist."""
     path = folder / BUNDLE_FILE
     bundle = read_bundle_json(path)
     if "strategist" not in bundle.get("models", {}):
@@ -572,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
     try:
         return run_finetune(cfg)
-    except (DatasetError, PilotError, ModelsError, FileNotFoundError) as exc:
+    except (DatasetError, PilotError, ModelsError, ConfigError, FileNotFoundError) as exc:
         log.error("%s", str(exc).splitlines()[0])
         return 1
 

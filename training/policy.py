@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.state import OBS_SPEC
+from bot.perception.state import OBS_SPEC
 from models.io import load_model, save_model
 from models.strategist import MODES
 from training.checkpoint import find_checkpoint, read_config, versions
@@ -69,7 +69,8 @@ class PolicyRun:
 
     data: DataConfig = field(default_factory=DataConfig)  # used by all three (their own `data` is ignored)
     # the models that also train on data.extra_data (DAgger episodes): the expert's modes on the bot's states
-    # are sound labels, its clicks and keys there are not (bot/dagger.py), so by default the Strategist only
+    # are sound labels, its clicks and keys there are not (bot/play/dagger.py), so by default the
+    # Strategist only
     extra_data_models: tuple[str, ...] = ("strategist",)
     out: Path = Path("data/policies/arena")  # bundle folder
     detector: Path | None = None  # detector folder or file the bundle references (or copies)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from bot.state import GLOB, OBJ, OBS_SPEC
+from bot.perception.state import GLOB, OBJ, OBS_SPEC
 from models.executor import Executor, ExecutorConfig
 from models.io import load_model
 from models.strategist import IGNORE_INDEX, MODES, Strategist, StrategistConfig

@@ -324,7 +324,7 @@ def truth_from_labels(root: Any, labels: str = "expert", config: Any = None) -> 
     """
     from pathlib import Path
 
-    from bot.episode import find_episodes, open_episode
+    from bot.recordings.episode import find_episodes, open_episode
     from vlm_labeling.images import encode_image
     from vlm_labeling.run import LabelConfig, plan_episode, requests
 

@@ -8,7 +8,8 @@
     run record ─▶ <episode>/labels/vlm-<model>.json     (settings, counts, tokens; never the API key)
 
 Key frames are the last perceived frame of each `--every` interval of episode time, so with the default 1 s
-they are exactly the frames whose label the Strategist learns (one summary per whole second, bot/state.py).
+they are exactly the frames whose label the Strategist learns (one summary per whole second,
+bot/perception/state.py).
 The HUD values (as perception read them) and the tracked objects at the key frame go into the prompt as text;
 a `target_id` must be one of those track ids, so it names an object the Tactician can choose.
 
@@ -52,10 +53,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import tyro
 
-from bot.episode import Episode, find_episodes, open_episode, write_labels
 from bot.errors import PerceptionError, PilotError
-from bot.perceive import FOLDER as PERCEPTION_FOLDER
-from bot.perceive import PerceivedEpisode, load_perception
+from bot.recordings.episode import Episode, find_episodes, open_episode, write_labels
+from bot.recordings.perceived import FOLDER as PERCEPTION_FOLDER
+from bot.recordings.perceived import PerceivedEpisode, load_perception
 from vlm_labeling.cache import AnswerCache
 from vlm_labeling.client import ClientConfig, VLMClient
 from vlm_labeling.errors import VLMError

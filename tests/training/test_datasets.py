@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from bot.episode import find_episodes
-from bot.perceive import load_perception
-from bot.state import GLOB
+from bot.perception.state import GLOB
+from bot.recordings.episode import find_episodes
+from bot.recordings.perceived import load_perception
 from models.strategist import IGNORE_INDEX, MODES
 from training.datasets import (
     DataConfig,
@@ -141,8 +141,8 @@ def test_expert_targets_map_to_tracked_slots(perceived: Path) -> None:
 
 def test_track_id_labels_map_by_track_id_even_with_arena_ground_truth(episode_copy: Path) -> None:
     """A labels file marked "track" (a VLM's, say) is never read as Arena ids, though the episode has them."""
-    from bot.episode import write_labels
-    from bot.perceive import load_perception
+    from bot.recordings.episode import write_labels
+    from bot.recordings.perceived import load_perception
 
     p = load_perception(episode_copy)
     rows = []

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bot.detector import Detector
-from bot.episode import find_episodes
 from bot.errors import DetectorError
+from bot.perception.detector import Detector
 from bot.profile import load_profile
+from bot.recordings.episode import find_episodes
 from training.detector import (
     DetectorTrainConfig,
     gt_labels,
@@ -30,7 +30,7 @@ from training.detector import (
 
 @pytest.fixture(scope="module")
 def arena_episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from bot.demos import DemosConfig, run
+    from bot.play.demos import DemosConfig, run
 
     out = tmp_path_factory.mktemp("demos")
     run(DemosConfig(out=out, episodes=3, seconds=3, width=640, height=360, workers=1))
@@ -141,7 +141,7 @@ def test_user_dataset_yaml_with_unknown_classes_is_refused(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_detector_learns_the_arena(tmp_path: Path) -> None:
     """Two and a half minutes of CPU training already finds Arena objects on a seed it never saw."""
-    from bot.demos import DemosConfig, run
+    from bot.play.demos import DemosConfig, run
 
     # 10 s episodes: the expert leaves the portal's safe zone after a few seconds, then NPCs and boxes show up
     run(DemosConfig(out=tmp_path / "train", episodes=3, seconds=10, width=640, height=360, workers=2))

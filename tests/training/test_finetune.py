@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bot.cli import main as pilot
-from bot.episode import find_episodes, open_episode, write_labels
-from bot.perceive import load_perception
+from bot.recordings.episode import find_episodes, open_episode, write_labels
+from bot.recordings.perceived import load_perception
 from models.io import load_model
 from training.checkpoint import find_checkpoint
 from training.datasets import DataConfig

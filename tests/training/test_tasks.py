@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bot.episode import find_episodes
-from bot.state import GLOB, OBJ
+from bot.perception.state import GLOB, OBJ
+from bot.recordings.episode import find_episodes
 from models.executor import ExecutorConfig
 from models.io import save_model
 from models.strategist import StrategistConfig

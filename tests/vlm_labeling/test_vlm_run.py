@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bot.cli import main as pilot
-from bot.episode import LABEL_SCHEMA, find_episodes, open_episode
-from bot.perceive import load_perception
+from bot.recordings.episode import LABEL_SCHEMA, find_episodes, open_episode
+from bot.recordings.perceived import load_perception
 from vlm_labeling.fake_server import (
     FakeVLMServer,
     GroundTruthPolicy,

@@ -1,0 +1,242 @@
+"""`pilot dagger`: the bot plays the Arena with a policy bundle while the scripted expert says, on every
+frame, what it would have done; each episode is written with both, ready to train on (DAgger, Ross et al.
+2011).
+
+Behavioural cloning learns only the states the expert visits; the bot drifts off them and has never seen how
+to recover. DAgger records the states the *bot* reaches and labels them with the expert's answer there:
+
+    ArenaSource ──frame──▶ Perception ──▶ PolicyRunner ──bot action──▶ the game (the bot drives)
+         │ ground truth                                    │
+         └──────────▶ Expert.act ──expert action, mode, target (labels only)
+                                                           ▼
+    <out>/dagger-<seed>/  meta.json (source "bot"), video.mp4, steps.parquet (the bot's actions, ground
+                          truth, expert_mouse_x/y, expert_click, expert_key), labels/expert.parquet,
+                          perception/ (the bot's own live Observations, as `pilot perceive` would store them)
+
+Training on these episodes (`--data.extra-data`) takes labels/expert.parquet as mode and target labels and
+the expert columns as the Executor's targets (training/datasets.py), while the inputs are what the bot saw
+and did. The expert is stateful (its cursor path, mode hysteresis, reaction delays, timers): it runs every
+frame on the game the bot steers. Its *modes* there are sound labels (a function of the state it sees). Its
+clicks and keys are not what it would do in that state: they react to its own earlier clicks and keys,
+which never reached the game. Measured on 24 episodes (seeds 5000-5023): the expert asks for the attack
+0.8 times a minute (5.2 in its own demos: the bot has already switched it on by the time the expert's
+reaction delay is over) and clicks twice as often (its clicks have no effect, so it clicks again). An
+Executor trained on those labels stopped attacking (bot/expert credits 0.56 -> 0.28 over 18 unseen seeds),
+so `pilot train policy` gives DAgger episodes to the Strategist only by default (`extra_data_models`).
+
+Seeds default to 5000.. (demos use 0.., held-out 2000.., eval 1000.., tuning 3000..). An episode already
+complete on disk (with its perception) is kept, so an interrupted run resumes where it stopped.
+
+Examples:
+    pilot dagger --policy data/pretrained/arena --out data/recordings/arena-dagger --episodes 16
+    pilot dagger --policy data/policies/dev --out /tmp/dagger --episodes 2 --seconds 20 --workers 1
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from bot.errors import EpisodeError, PerceptionError
+from bot.play.demos import STEP_COLUMNS, arena_step_row, episode_skill
+from bot.play.evaluate import BotPlayer, EvalConfig, arena_config
+from bot.play.workers import play_seeds
+from bot.policy.runner import SNAP_BOXES
+from bot.recordings.episode import EpisodeMeta, EpisodeWriter, open_episode
+from bot.recordings.perceive import perception_meta
+from bot.recordings.perceived import FOLDER, PerceptionRecorder, perception_info
+
+log = logging.getLogger(__name__)
+
+EXPERT_COLUMNS = ("expert_mouse_x", "expert_mouse_y", "expert_click", "expert_key")
+
+
+@dataclass
+class DaggerConfig:
+    """The bot plays the Arena; every frame is labelled with the expert's action, mode and target."""
+
+    policy: Path  # policy bundle folder whose play is recorded
+    out: Path = Path("data/recordings/arena-dagger")  # receives one dagger-<seed> folder per episode
+    episodes: int = 16  # episodes
+    seconds: float = 120.0  # game seconds per episode
+    seed: int = 5000  # episode i uses seed + i
+    workers: int = 2  # processes playing episodes in parallel (spawned)
+    width: int = 640  # px; the demos' size, so these episodes train beside them
+    height: int = 360  # px
+    zoom: float = 0.5  # Arena view scale (0.5 at 640x360 shows the world area of 1280x720 at 1.0)
+    fps: int = 30  # game frames per second
+    skill_min: float = 0.6  # the labelling expert's skill is drawn per seed, as in `pilot demos`
+    skill_max: float = 1.0
+    snap: float = SNAP_BOXES  # the bot's aim snap, as in `pilot eval` (box sizes, 0 = off)
+    runtime: str = "auto"  # detector runtime: auto, onnx, torch
+    threads: int = 1  # torch and detector threads per process
+    crf: int = 20  # H.264 quality of the recorded video
+
+    def __post_init__(self) -> None:
+        self.policy, self.out = Path(self.policy), Path(self.out)
+        for name in ("episodes", "workers", "width", "height", "fps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("seconds", "zoom"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name}: expected > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.skill_min <= self.skill_max <= 1.0:
+            raise ValueError(
+                f"--skill-min/max: expected 0 <= min <= max <= 1, got {self.skill_min}..{self.skill_max}"
+            )
+
+    def eval_config(self) -> EvalConfig:
+        """The `pilot eval` settings the bot plays under (same code path, humanised input, no baselines)."""
+        return EvalConfig(
+            policy=self.policy, episodes=1, seconds=self.seconds, seed=self.seed, width=self.width,
+            height=self.height, zoom=self.zoom, fps=self.fps, snap=self.snap, runtime=self.runtime,
+            threads=self.threads, baselines=False,
+        )  # fmt: skip
+
+
+def episode_name(seed: int) -> str:
+    return f"dagger-{seed:06d}"
+
+
+def expert_columns(action: dict) -> dict[str, Any]:
+    """The expert's action as the steps' expert_* columns."""
+    return {
+        "expert_mouse_x": float(action["mouse"][0]),
+        "expert_mouse_y": float(action["mouse"][1]),
+        "expert_click": bool(action["click"]),
+        "expert_key": int(action["key"]),
+    }
+
+
+class DaggerTap:
+    """BotPlayer.play's tap: writes each frame with the bot's action, the expert's action and labels, and the
+    bot's own perception of it."""
+
+    def __init__(self, directory: Path, cfg: DaggerConfig, seed: int, player: BotPlayer) -> None:
+        from arena import spec
+        from arena.expert import Expert, ExpertConfig
+
+        view = arena_config(cfg.eval_config())
+        skill = episode_skill(cfg, seed)  # the draw `pilot demos` makes (reads skill_min / skill_max)
+        self.expert = Expert(ExpertConfig.matching(view, skill=skill, seed=seed))  # reset with `seed`
+        self.directory, self.player, self.cfg = directory, player, cfg
+        meta = EpisodeMeta(
+            game="arena", source="bot", fps=cfg.fps, width=cfg.width, height=cfg.height,
+            keys=list(spec.KEYS), modes=list(spec.MODES), classes=list(spec.CLASSES), seed=seed,
+            extra={
+                "policy": str(cfg.policy),
+                "dagger": {"labels": "expert", "expert": asdict(self.expert.cfg), "snap": cfg.snap},
+                "arena": asdict(view),
+                "arena_spec_version": spec.SPEC_VERSION,
+            },
+        )  # fmt: skip
+        self.writer = EpisodeWriter(directory, meta, (*STEP_COLUMNS, *EXPERT_COLUMNS), crf=cfg.crf)
+        self.perception = PerceptionRecorder()
+
+    def on_frame(self, frame: Any, info: dict, step: Any, action: dict) -> None:
+        expert_action, labels = self.expert.act(info)
+        index = self.writer.append(frame.image, arena_step_row(action, info) | expert_columns(expert_action))
+        self.writer.add_label("expert", index, labels["mode"], labels["target_id"])
+        self.perception.add(index, step)
+
+    def on_end(self, perception: Any) -> None:
+        """Close the episode, then store the perception beside it (an episode without it is redone)."""
+        self.writer.close()
+        profile, detector = self.player.bundle.profile, self.player.detector
+        size = (self.cfg.width, self.cfg.height)
+        meta = perception_meta(self.directory.name, profile, detector, size, self.cfg.fps, every=1)
+        self.perception.write(self.directory / FOLDER, meta, perception.summarizer.flush())
+
+
+def record_episode(player: BotPlayer, cfg: DaggerConfig, seed: int) -> dict[str, Any]:
+    """Play and write one episode; returns `pilot eval`'s per-episode summary of the bot's play."""
+    directory = cfg.out / episode_name(seed)
+    tap = DaggerTap(directory, cfg, seed, player)
+    try:
+        result = player.play(seed, tap=tap)
+    finally:
+        tap.writer.close()  # an interrupted episode stays readable; pending_seeds() redoes it
+    return {"seed": seed, "episode": directory.name, "score": result["score"], "modes": result["mode_counts"]}
+
+
+def is_done(directory: Path) -> bool:
+    """A complete episode whose perception is stored (written last, so the episode is whole)."""
+    try:
+        perception_info(directory)
+        return open_episode(directory).meta.complete
+    except (EpisodeError, PerceptionError):
+        return False
+
+
+def pending_seeds(cfg: DaggerConfig) -> list[int]:
+    """Seeds whose episode is not done; unfinished folders are removed to be played again."""
+    seeds = []
+    for seed in range(cfg.seed, cfg.seed + cfg.episodes):
+        directory = cfg.out / episode_name(seed)
+        if is_done(directory):
+            log.info("keeping complete episode %s", directory)
+            continue
+        if directory.exists():
+            log.warning("replaying unfinished episode %s", directory)
+            shutil.rmtree(directory)
+        seeds.append(seed)
+    return seeds
+
+
+_WORKER: tuple[BotPlayer, DaggerConfig] | None = None  # this worker process's player and config
+
+
+def _init_worker(cfg: DaggerConfig) -> None:
+    global _WORKER
+    logging.basicConfig(level=logging.WARNING)
+    _WORKER = (BotPlayer(cfg.eval_config()), cfg)
+
+
+def _record_in_worker(seed: int) -> dict[str, Any]:
+    assert _WORKER is not None, "the pool initializer builds the player"
+    return record_episode(*_WORKER, seed)
+
+
+def run(cfg: DaggerConfig) -> list[dict[str, Any]]:
+    """Record every pending episode, in this process or on `workers` spawned ones."""
+    from tqdm import tqdm
+
+    seeds = pending_seeds(cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if not seeds:
+        return []
+    if cfg.workers == 1 or len(seeds) == 1:
+        player = BotPlayer(cfg.eval_config())
+        return [record_episode(player, cfg, s) for s in tqdm(seeds, unit="episode", desc="dagger")]
+    with tqdm(total=len(seeds), unit="episode", desc="dagger") as bar:
+        return play_seeds(
+            seeds,
+            _record_in_worker,
+            workers=cfg.workers,
+            init=_init_worker,
+            init_args=(cfg,),
+            episode=lambda seed: str(cfg.out / episode_name(seed)),
+            on_done=lambda _seed: bar.update(),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = tyro.cli(DaggerConfig, args=argv, prog="pilot dagger", description=__doc__)
+    results = run(cfg)
+    for r in results:
+        score = r["score"]
+        log.info(
+            "%s: bot credits %s kills %s boxes %s deaths %s",
+            r["episode"],
+            score["credits"],
+            sum(score["kills"].values()),
+            score["boxes"],
+            score["deaths"],
+        )
+    log.info("%d episode(s) recorded in %s", len(results), cfg.out)
+    return 0
