@@ -1,4 +1,5 @@
-"""arena package."""
+"""The Arena: the built-in 2D space game (simulation, renderer, window, gymnasium env) and its scripted
+expert. `from arena import ArenaConfig, ArenaEnv`; the contract every other package reads is arena/spec.py."""
 
 from __future__ import annotations
 

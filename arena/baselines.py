@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from arena import spec
+from validation import check_float, fail
 
 
 @dataclass
@@ -26,14 +27,11 @@ class RandomPolicyConfig:
 
     def __post_init__(self) -> None:
         for name in ("fps", "hold_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"RandomPolicyConfig.{name}: expected > 0, got {getattr(self, name)!r}")
+            check_float(self, name, 0.0, low_open=True)
         for name in ("clicks_per_s", "keys_per_s"):
             rate = getattr(self, name)
             if not 0 <= rate <= self.fps:
-                raise ValueError(
-                    f"RandomPolicyConfig.{name}: expected a rate in [0, fps={self.fps}], got {rate!r}"
-                )
+                raise fail(self, name, f"a rate in [0, fps={self.fps}]", rate)
 
 
 class RandomPolicy:

@@ -5,11 +5,7 @@
     frame, reward, terminated, truncated, info = env.step({"mouse": [0.6, 0.4], "click": 1, "key": 0})
 
 reward = credits gained this step (negative on the step of a death); terminated is always False; truncated
-once `episode_seconds` of game time have passed. `env.world` is the simulation (arena/world.py) and
-`env.render_surface()` the current frame as a pygame.Surface, which the window (arena/window.py) shows.
-
-Sim-only use: ArenaConfig(render=False) skips drawing; every observation is then an all-zero frame
-(fresh zeros each step: read `info` instead), and `env.render()` still draws the current state on demand.
+once `episode_seconds` of game time have passed. ArenaConfig(render=False) = sim only: all-zero frames.
 """
 
 from __future__ import annotations
@@ -22,8 +18,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from arena.rules import WorldConfig
 from arena.spec import KEYS
-from arena.world import Action, World, WorldConfig, check_field
+from arena.state import Action
+from arena.world import World
+from validation import check_float
 
 if TYPE_CHECKING:
     import pygame
@@ -40,8 +39,7 @@ class ArenaConfig(WorldConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        ok = isinstance(self.episode_seconds, int | float) and self.episode_seconds > 0
-        check_field("ArenaConfig", "episode_seconds", self.episode_seconds, ok, "a number > 0 (seconds)")
+        check_float(self, "episode_seconds", 0.0, low_open=True)  # s
 
     def world_config(self) -> WorldConfig:
         return WorldConfig(**{k: getattr(self, k) for k in WorldConfig.__dataclass_fields__})

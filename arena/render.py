@@ -5,11 +5,8 @@
     Renderer.draw(world)    paints the frame onto `Renderer.surface` (a pygame.Surface) and returns it
     Renderer.render(world)  the same frame as an RGB uint8 array (H, W, 3), C-contiguous
 
-Draw order: stars (3 parallax layers) -> map edge -> safe zone -> portal -> boxes -> NPCs -> player -> lasers
--> hits -> explosions -> hp bars, names, selection ring -> HUD (hp/shield bars, credits, abilities, minimap).
-The camera keeps the player at the frame centre. The minimap shows the player, the view and the portal, never
-NPCs or boxes (the expert may only use what a person sees). Frames are bit-identical for the same world
-state: nothing here draws random numbers or reads a clock, and the mouse cursor is never drawn.
+Frames are bit-identical for the same world state: nothing here draws random numbers or reads a clock. Draw
+order and what the minimap shows: docs/notes/arena.md (arena/render.py).
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ import numpy as np
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402
 
+from arena.rules import BOX_RADIUS, NPC_STATS, PLAYER, PORTAL_RADIUS, SHOT_SECONDS, WorldConfig  # noqa: E402
 from arena.spec import (  # noqa: E402
     HUD_BOOST_ICON,
     HUD_CREDITS,
@@ -31,17 +29,8 @@ from arena.spec import (  # noqa: E402
     HUD_SHIELD_BAR,
     KEY_BINDINGS,
 )
-from arena.world import (  # noqa: E402
-    BOX_RADIUS,
-    NPC_STATS,
-    PLAYER,
-    PORTAL_RADIUS,
-    SHOT_SECONDS,
-    Blast,
-    Npc,
-    World,
-    WorldConfig,
-)
+from arena.state import Blast, Npc  # noqa: E402
+from arena.world import World  # noqa: E402
 
 try:  # one C call turns the BGRX surface into RGB (0.1 ms at 1280x720, vs 1.9 ms for image.tobytes)
     import cv2

@@ -4,20 +4,10 @@
     python -m arena.window --seconds 60 --seed 3 --score-out score.json --event-log events.jsonl
     pilot arena --width 640 --height 360                     # the same, through the project's CLI
 
-Each frame: read pygame's events in order, turn them into one spec.py action (InputQueue: extra clicks and
-keys wait for the next frames, so no input is lost), step the same World as ArenaEnv, draw, flip, and hold
-the target fps with pygame.time.Clock. Left click = fly there / select the NPC under the cursor / on the
-minimap, fly to that map point; space toggles the attack, 1 repairs, 2 boosts (spec.KEY_BINDINGS).
-
---event-log writes one JSON line per input event as it arrives and per game event as it happens (flushed):
-    {"t": 1.234, "frame": 37, "type": "mousedown", "pos": [640, 300], "button": 1}
-    {"t": 1.301, "frame": 39, "type": "keydown", "key": "space"}
-    {"t": 1.335, "frame": 40, "type": "game", "event": "attack_on"}
-with t in seconds since the first frame; tests use it to prove that the bot's input arrived where it aimed
-and, while it plays, that it acted in the game.
-On exit (window closed, --seconds reached, SIGTERM or SIGINT) the final info["score"] goes to --score-out,
-with "effects": how often each game event happened (select, attack_on, box, kill:..., hit_player, ...).
-Once the first frame is on screen, "arena window ready WIDTHxHEIGHT" is written to stderr.
+Left click flies there, selects the NPC under the cursor, or on the minimap flies to that map point; space
+toggles the attack, 1 repairs, 2 boosts. --event-log writes one JSON line per input and game event,
+--score-out the final score on exit; "arena window ready WIDTHxHEIGHT" goes to stderr once the first frame
+is shown. The event-log format: docs/notes/arena.md (arena/window.py).
 """
 
 from __future__ import annotations
@@ -36,7 +26,8 @@ from typing import IO, Any
 
 from arena.env import ArenaConfig, ArenaEnv
 from arena.spec import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, KEY_BINDINGS, KEYS
-from arena.world import Action, check_field
+from arena.state import Action
+from validation import check_float
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +54,7 @@ class WindowConfig:
     def __post_init__(self) -> None:
         # The game itself validates width, height and fps through ArenaConfig when the window opens.
         ArenaConfig(width=self.width, height=self.height, fps=self.fps)
-        ok = isinstance(self.seconds, int | float) and self.seconds >= 0
-        check_field("WindowConfig", "seconds", self.seconds, ok, "a number >= 0 (0 = until closed)")
+        check_float(self, "seconds", 0.0)  # 0 = until the window is closed
 
 
 class InputQueue:

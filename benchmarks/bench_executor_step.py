@@ -5,18 +5,9 @@ the cost of the alternative: re-running forward() over the whole 600-frame histo
     .venv/bin/python benchmarks/bench_executor_step.py --d-model 64 --layers 2                # shipped size
     .venv/bin/python benchmarks/bench_executor_step.py --json
 
-Each history is prefilled with forward(..., return_state=True), which tests/models/test_executor.py proves
-equal to stepping through it; step() then starts from that state on every timed call (it never modifies it).
-Everything runs under inference_mode, so step() takes its no-autograd path (Executor._step_fused on cached
-FusedWeights). That path leaves the mouse offsets head to decode(), which computes the chosen cell's two
-offsets only; the "step() + decode()" row keeps that cost in view (the live loop pays it every frame).
-The ratio the issue tracks is recompute / step() after 600 frames, both medians from the same run, whose
-rows are timed round by round in turn (time_interleaved) so that the other processes on the 2-core VM slow
-them alike.
-
-On a CPU shared with other busy processes, run with OMP_WAIT_POLICY=PASSIVE (and/or --threads 1): with
-OpenMP's default spin-waiting, every parallel op waits on a thread the other process has descheduled, which
-made the same rows 10-20x slower and noisy on the 2-core project VM.
+The tracked ratio is recompute / step() after 600 frames, rows timed round by round in one run. On a shared
+CPU use OMP_WAIT_POLICY=PASSIVE and/or --threads 1. How it is measured: docs/notes/models.md; results:
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

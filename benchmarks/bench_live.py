@@ -3,15 +3,11 @@
     in-process   ArenaSource -> Perception -> PolicyRunner, lock-step (bot/play/evaluate.py: `pilot eval`)
     screen       `pilot arena` in a window on a private Xvfb -> `pilot run` (mss capture, pynput input)
 
-Both rows run the same perception and policy code on the same bundle; the ratio screen / in-process of the
-total shows what capture, pacing and the input thread add, and total / 33.3 ms says whether the loop keeps
-up with a 30 fps game (the issue's target: in-process p50 <= 33 ms on this 2-core CPU). Strategist and
-Tactician columns are per call (they run at ~1 Hz and ~10 Hz), the others per frame.
+Strategist and Tactician columns are per call, the others per frame; what the rows tell:
+docs/notes/play.md. The screen row needs Xvfb and xdotool (scripts/bootstrap.sh --dev installs them).
 
     .venv/bin/python benchmarks/bench_live.py --policy data/pretrained/arena --seconds 30
     .venv/bin/python benchmarks/bench_live.py --policy data/pretrained/arena --no-screen --json
-
-The screen row needs Xvfb and xdotool (scripts/bootstrap.sh --dev installs them); without them it says so.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import add_common_args, apply_threads, report
-from bot.play.run import STAGES  # the live loop's stages, in its order
+from bot.play.latency import STAGES  # the live loop's stages, in its order
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_BUDGET_MS = 1000.0 / 30.0

@@ -1,13 +1,9 @@
 r"""Perception speed per stage on this machine, and (with --episodes) its accuracy against Arena ground truth.
 
-Speed (min / median ms per frame, feasibility-here.md's timing rule): mss capture under Xvfb at 1280x720 and
-640x360 (a private Xvfb is started when $DISPLAY is unset), the in-process Arena frame for comparison, the
-detector at its input size with ONNX Runtime and PyTorch, ByteTrack, the HUD reader, the state encoder, and
-the total of one live frame (capture 1280x720 + ONNX detector + tracker + HUD + encoder).
-
-Accuracy (--episodes, Arena episodes of seeds the detector never saw): detector mAP50 / mAP50-95 through the
-deployed Detector; id switches per minute of detector + ByteTrack against the Arena's object ids (all, and
-those of objects in full view); HUD mean absolute error of hp and shield.
+Speed, min / median ms per frame (benchmarks/common.py `time_call`): mss capture under Xvfb at 1280x720 and
+640x360, the in-process Arena frame, the detector (ONNX Runtime, PyTorch), ByteTrack, the HUD reader, the
+state encoder, and one whole live frame. Accuracy (--episodes): detector mAP50 / mAP50-95, tracker id
+switches per minute, HUD mean absolute error. What each row measures exactly: docs/notes/play.md.
 
     .venv/bin/python -m benchmarks.bench_perception --detector data/detectors/arena
     .venv/bin/python -m benchmarks.bench_perception --detector data/detectors/arena \

@@ -1,7 +1,7 @@
 """Strategist training forward+backward: our SDPA model vs a stock nn.TransformerEncoder(norm_first=True)
 of the same size (CPU and GPU), and on a GPU ours with the SDPA flash backend forced vs math (bf16).
 
-    .venv/bin/python benchmarks/bench_strategist.py        # B32 T60 d_model 256, 4 layers (feasibility §5)
+    .venv/bin/python benchmarks/bench_strategist.py        # B32 T60 d_model 256, 4 layers
     .venv/bin/python benchmarks/bench_strategist.py --json
 
 Both models are causal with a mode loss at every step, in train mode (dropout 0.1); ratios come from one run.

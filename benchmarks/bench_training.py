@@ -4,13 +4,9 @@
     .venv/bin/python -m benchmarks.bench_training --json --threads 1
     .venv/bin/python -m benchmarks.bench_training --device cuda   # + bf16 autocast and torch.compile rows
 
-Each row times the shared loop's `train_step` (forward + backward + clipping + AdamW step; training/loop.py)
-of one model at the model size and batch of its `pilot train` entry point (training/entry.py defaults,
-which the shipped bundle uses), on random inputs of the right shapes (the data path is not timed: the
-datasets are in memory). A sample is what one dataset item is: a Strategist window of `history` seconds, a
-Tactician decision, an Executor chunk of `chunk` frames; `steps_per_s` are per-second summaries / decisions /
-frames per second, the unit the data is counted in. Rows for bf16 autocast and torch.compile run only on CUDA
-(skipped with a note on a CPU, where bf16 autocast is slower and compile adds minutes of start-up).
+Each row times one `train_step` (forward, backward, clipping, AdamW) of one model at the size and batch of its
+entry point (training/runs.py defaults) on random inputs; the data path is not timed. A sample is one dataset
+item. bf16 autocast and torch.compile rows run only on CUDA.
 """
 
 from __future__ import annotations
@@ -29,8 +25,10 @@ from bot.perception.state import OBS_SPEC
 from models.executor import Executor
 from models.strategist import MODES, Strategist
 from models.tactician import Tactician
-from training.entry import ExecutorRun, StrategistRun, TacticianRun
-from training.loop import TrainConfig, build_optimizer, train_step
+from training.config import TrainConfig
+from training.optim import build_optimizer
+from training.runs import ExecutorRun, StrategistRun, TacticianRun
+from training.step import train_step
 
 COLUMNS = ("model", "variant", "device", "batch", "samples_per_s", "steps_per_s", "median_ms", "params")
 F_OBJ, F_GLOB, F_SUM = (
@@ -57,7 +55,7 @@ def strategist_case(device: torch.device) -> tuple[nn.Module, dict[str, Tensor],
     model = Strategist(type(run.model)(**{**run.model.__dict__, "d_in": F_SUM, "n_modes": len(MODES)}))
     b, t = run.train.batch_size, run.history
     batch = {"x": torch.randn(b, t, F_SUM), "modes": torch.randint(0, len(MODES), (b, t))}
-    task = _Bench(lambda m, x: m.loss(m(x["x"]), x["modes"], run.label_smoothing))
+    task = _Bench(lambda m, x: m.loss(m(x["x"]), x["modes"], run.model.label_smoothing))
     return model, batch, task, b, b * t
 
 

@@ -27,7 +27,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 from benchmarks.common import add_common_args, apply_threads, report, time_call
-from training.loop import EMA, TrainConfig, build_optimizer, train, train_step
+from training.config import TrainConfig
+from training.loop import train
+from training.optim import EMA, build_optimizer
+from training.step import train_step
 
 COLUMNS = ("what", "device", "samples_per_s", "ratio_vs_bare", "median_ms")
 

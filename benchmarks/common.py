@@ -1,8 +1,8 @@
 """Shared timing and reporting for the benchmark scripts: every script prints a table, or JSON with --json.
 
-Timing follows ../shared/reference/feasibility-here.md: warm-up calls, then `repeats` rounds of `number`
-calls; each round gives a mean per call and we report the min and the median of those means, because this
-VM is noisy (10-30 % between runs). Ratios are always taken between rows measured in the same run.
+Timing: warm-up calls, then `repeats` rounds of `number` calls; each round gives a mean per call and we
+report the min and the median of those means, because this VM is noisy (10-30 % between runs). Ratios are
+always taken between rows measured in the same run.
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ class CaptureError(PilotError):
     """The screen cannot be captured: no display, no window with the wanted title, a region off the screen."""
 
 
+class InputError(PilotError):
+    """Input cannot be sent: no display for pynput, an unknown key name, a hotkey that is also a game key."""
+
+
 class DetectorError(PilotError):
     """Detector weights or their config.json are missing, unreadable, or do not match the game profile."""
 

@@ -1,31 +1,11 @@
-"""Game profiles: everything game-specific that perception and control need, read from one YAML per game.
-
-    bot/games/arena.yaml        the built-in Arena (numbers repeat arena/spec.py)
-    bot/games/darkorbit.yaml    DarkOrbit in a browser window
-
-A profile names the detector classes and gives each one role, the keys the policy may press, the HUD bars
-and panels (as fractions of the game region, so they scale with the resolution), where the game is on the
-screen, the modes, and the tracker and detector settings. Code never hard-codes any of these: recording,
-perception over recordings and live play all build their components from the same profile, so the tracker
-settings of a recording and of live play cannot drift apart (original-system.md 1.4).
-
-`cues` (optional) names the colours the game draws around an enemy that its box does not tell: an attacking
-enemy's name colour and the selection ring (bot/perception/cues.py reads them into the Observation).
-
-Each class may give a `threat` in 0..1 (how dangerous one of them is, e.g. a boss 1.0, a weak NPC 0.2); the
-Strategist's summary weighs the enemies in view by it. Without one a class takes its role's DEFAULT_THREAT.
-
-Roles (one per class, so the player's own ship can never be counted as an enemy, original-system.md 1.3):
-
-    player   the ship the policy flies; feeds the global player features, never the object set
-    enemy    something to fight (NPCs, hostile players)
-    loot     something to collect (bonus boxes, cargo)
-    portal   a jump gate / safe zone
-    neutral  visible and worth knowing about, never a target (allies, stations, planets)
-    ignore   detected but dropped before tracking (GUI panels, effects, damage numbers)
+"""Game profiles: everything game-specific that perception and control need, read from one YAML per game
+(bot/games/arena.yaml, bot/games/darkorbit.yaml, ...): detector classes and their roles (player, enemy,
+loot, portal, neutral, ignore) and threats, the keys the policy may press, HUD bars and panels (fractions of
+the game region), screen cues, where the game is on the screen, the modes, tracker and detector settings.
 
 `load_profile("arena")` reads a shipped profile by name, `load_profile(path)` any file; every problem raises
-ProfileError naming the file and the field (e.g. `classes[3].role: expected one of ..., got 'foe'`).
+ProfileError naming the file and the field. Roles and design: docs/notes/perception.md, section
+bot/profile.py.
 """
 
 from __future__ import annotations

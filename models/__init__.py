@@ -11,7 +11,8 @@ This package imports nothing from the rest of the project; optional CUDA kernels
 from models.errors import CheckpointError, ConfigError, KernelUnavailableError, ModelsError
 from models.executor import Executor, ExecutorAction, ExecutorConfig, ExecutorOutput, ExecutorState
 from models.io import load_model, save_model
-from models.mamba import MambaBlock, MambaConfig, MambaState, selective_scan
+from models.mamba import MambaBlock, MambaConfig, MambaState
+from models.scan import selective_scan
 from models.strategist import MODES, Strategist, StrategistCache, StrategistConfig, StrategistOutput
 from models.tactician import Tactician, TacticianConfig, TacticianOutput
 

@@ -1,44 +1,13 @@
 """The Executor: a Mamba stack stepped every frame -> mouse position, click and key.
 
-    frame (B, T, d_frame), goal (B, T, goal_dim), target (B, T, d_target), approach (B, T, approach_dim)
-        -> normalise, concat, Linear                                        (B, T, d_model)
+    frame, goal, target, approach (B, T, ·) -> normalise, concat, Linear     (B, T, d_model)
         -> n_layers x (x + MambaBlock(RMSNorm(x)))    state carried across frames
-        -> RMSNorm -> heads: mouse (cell logits + in-cell offsets), click logit, key logits
+        -> RMSNorm -> heads: mouse (models/mouse.py), click logit, key logits
 
-Training runs forward() over sequences; live use runs reset() once and step() per frame, which carries every
-layer's conv and SSM state (constant cost per frame; call it under torch.inference_mode(), and on a CPU
-shared with capture and detection use torch.set_num_threads(1): batch-1 ops gain nothing from a second
-thread, and waiting for a busy one made step() 20x slower in benchmarks/bench_executor_step.py).
-Stepping T frames equals forward() over them (tested through the whole stack and heads), and
-forward(..., return_state=True) prefills a state that step() continues.
-
-Live step without autograd (under torch.no_grad or inference_mode, fp32/fp64, reference path): step() runs
-`_step_fused` on `FusedWeights`, a cached copy of the weights laid out for batch 1 (~8.7 MB at the defaults,
-rebuilt whenever a parameter or buffer changes: models/mamba.py InferenceCache): the two Normalizers become
-one subtraction and division over the concatenated inputs (0 and 1 over goal and approach, so exact), the
-blocks run models/mamba.py fused_step, norm_f's weight is folded into the heads, and mouse logits + click +
-keys are one addmm. It returns a `StepOutput`, an ExecutorOutput whose mouse_offsets (the largest head,
-2 n_cells x d_model) is computed when first read; decode() computes the chosen cell's two offsets only. With
-autograd on, step() goes module by module. Measured at the defaults (benchmarks/bench_executor_step.py,
-1 thread, load ~2.4): step() 0.66-0.85 ms median, 1/150 to 1/190 of re-running forward() over a 600-frame
-history (module by module, same runs: 1.9-2.7 ms, 1/53 to 1/66).
-
-Mouse head (MouseHead): a joint classification over the cells of an n_x x n_y grid on the game region, with
-non-uniform edges fitted to recorded cursor positions, plus a regressed position inside each cell.
-  - Classification, not regression: the cursor is multi-modal (this enemy or that box of loot); a regression
-    averages the modes onto empty space, a classifier keeps them apart. VPT, Counter-Strike BC and Pixels2Play
-    all classify the mouse over non-uniform bins (anchors-and-apis.md).
-  - Joint cells rather than separate x and y heads: with two targets at (0.2, 0.8) and (0.8, 0.2), factorised
-    heads also put mass on (0.2, 0.2) and (0.8, 0.8); a joint softmax does not.
-  - Absolute positions rather than offsets from the selected target: the target may be "none", and the
-    position need not depend on a feature layout the perception issue has not fixed yet.
-  - Edges: per axis, 90 % equal-mass quantiles of the recorded positions + 10 % uniform, so cells are fine
-    where the cursor usually is, every cell keeps a minimum width, and edges are strictly increasing. They are
-    buffers, saved with the weights (`Executor.fit_mouse_bins` before training).
-  - In-cell offsets (as BeT's bin + residual): a sigmoid fraction per cell and axis, trained with L1 on the
-    true cell only, so decoding gives continuous positions, not cell centres.
-Conventions: mouse in 0..1 of the game region (x right, y down); cell index = ix * n_y + iy; click_logit > 0
-means press; key_logits[..., 0] is "no key", then the profile's keys in order.
+forward() runs sequences (training, prefill); live, `state = reset(B)` then `out, state = step(..., state)`
+per frame, at constant cost (without autograd on cached `FusedWeights`). click_logit > 0 means press;
+key_logits[..., 0] is "no key", then the profile's keys in order. Design: docs/notes/models.md,
+"models/executor.py"; timings: benchmarks/RESULTS.md, "Executor step (issue 3) — session 3".
 """
 
 from __future__ import annotations
@@ -62,6 +31,7 @@ from models.mamba import (
     norm_eps,
     rms_scale,
 )
+from models.mouse import MouseHead, offsets_of
 from validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
@@ -133,11 +103,6 @@ class ExecutorOutput:
         return head.place(cell, self.cell_offsets(cell))
 
 
-def offsets_of(cell: Tensor, offsets: Tensor) -> Tensor:
-    """The offsets (..., 2) of `cell` (...) long, picked from offsets (..., n_cells, 2)."""
-    return offsets.gather(-2, cell[..., None, None].expand(*cell.shape, 1, 2)).squeeze(-2)
-
-
 @dataclass
 class ExecutorAction:
     mouse: Tensor  # (..., 2) in 0..1 of the game region
@@ -152,67 +117,6 @@ class ExecutorState:
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-
-
-class MouseHead(nn.Module):
-    """Joint cell logits over a non-uniform n_x x n_y grid + per-cell offsets (module docstring)."""
-
-    def __init__(self, d_model: int, n_x: int, n_y: int) -> None:
-        super().__init__()
-        self.n_x, self.n_y = n_x, n_y
-        self.register_buffer("x_edges", torch.linspace(0.0, 1.0, n_x + 1))
-        self.register_buffer("y_edges", torch.linspace(0.0, 1.0, n_y + 1))
-        self.logits = nn.Linear(d_model, n_x * n_y)
-        self.offsets = nn.Linear(d_model, n_x * n_y * 2)
-
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """h (..., d_model) -> logits (..., n_cells), offsets (..., n_cells, 2)."""
-        return self.logits(h), self.offsets(h).unflatten(-1, (self.n_x * self.n_y, 2))
-
-    @torch.no_grad()
-    def fit(self, positions: Tensor, uniform_share: float = 0.1) -> None:
-        """Fit the edges to recorded positions (M, 2) in 0..1: equal-mass quantiles mixed with uniform."""
-        xy = positions.reshape(-1, 2).double().clamp(0.0, 1.0)
-        for axis, edges in enumerate((self.x_edges, self.y_edges)):
-            levels = torch.linspace(0.0, 1.0, edges.numel(), dtype=torch.float64)
-            quantiles = torch.quantile(xy[:, axis], levels)
-            quantiles[0], quantiles[-1] = 0.0, 1.0
-            edges.copy_((1.0 - uniform_share) * quantiles + uniform_share * levels)
-
-    def cell_of(self, xy: Tensor) -> tuple[Tensor, Tensor]:
-        """xy (..., 2) in 0..1 -> cell index (...) long and the position inside the cell (..., 2) in 0..1."""
-        xy = xy.clamp(0.0, 1.0)
-        ix = torch.bucketize(xy[..., 0].contiguous(), self.x_edges[1:-1], right=True)  # (...)
-        iy = torch.bucketize(xy[..., 1].contiguous(), self.y_edges[1:-1], right=True)
-        low = torch.stack([self.x_edges[ix], self.y_edges[iy]], dim=-1)  # (..., 2)
-        width = torch.stack([self.x_edges[ix + 1], self.y_edges[iy + 1]], dim=-1) - low
-        return ix * self.n_y + iy, ((xy - low) / width).clamp(0.0, 1.0)
-
-    def position(self, cell: Tensor, offsets: Tensor) -> Tensor:
-        """Continuous position (..., 2) of `cell` (...) given the offsets (..., n_cells, 2)."""
-        return self.place(cell, offsets_of(cell, offsets))
-
-    def cell_boxes(self) -> tuple[Tensor, Tensor]:
-        """Lower corner and size (n_cells, 2) of every cell, cell = ix * n_y + iy (the values of place())."""
-        low = torch.cartesian_prod(self.x_edges[:-1], self.y_edges[:-1])
-        return low, torch.cartesian_prod(self.x_edges.diff(), self.y_edges.diff())
-
-    def place(self, cell: Tensor, cell_offsets: Tensor) -> Tensor:
-        """Continuous position (..., 2) of `cell` (...) given its own pre-sigmoid offsets (..., 2)."""
-        ix, iy = cell // self.n_y, cell % self.n_y
-        fraction = cell_offsets.sigmoid()
-        low = torch.stack([self.x_edges[ix], self.y_edges[iy]], dim=-1)  # (..., 2)
-        width = torch.stack([self.x_edges[ix + 1], self.y_edges[iy + 1]], dim=-1) - low
-        return low + fraction * width
-
-    def loss(
-        self, logits: Tensor, offsets: Tensor, xy: Tensor, label_smoothing: float = 0.0
-    ) -> tuple[Tensor, Tensor]:
-        """Cell cross-entropy and in-cell L1 for logits (M, n_cells), offsets (M, n_cells, 2), xy (M, 2)."""
-        cell, fraction = self.cell_of(xy)  # (M,), (M, 2)
-        ce = F.cross_entropy(logits, cell, label_smoothing=label_smoothing)
-        predicted = offsets_of(cell, offsets).sigmoid()  # (M, 2)
-        return ce, F.l1_loss(predicted, fraction)
 
 
 class ResidualMamba(nn.Module):
@@ -368,7 +272,6 @@ class Executor(nn.Module):
         self.mouse = MouseHead(c.d_model, c.mouse_bins_x, c.mouse_bins_y)
         self.click = nn.Linear(c.d_model, 1)
         self.keys = nn.Linear(c.d_model, c.n_keys)
-        self.live_state: ExecutorState | None = None
         self._step_cache = InferenceCache()  # step()'s FusedWeights
         log_parameter_count(self)
 
@@ -417,9 +320,8 @@ class Executor(nn.Module):
     # ------------------------------------------------------------------------------------- live use
 
     def reset(self, batch_size: int = 1) -> ExecutorState:
-        """Zero state for `batch_size` streams; also held as `live_state` for step() without a state."""
-        self.live_state = ExecutorState([layer.mixer.allocate_state(batch_size) for layer in self.layers])
-        return self.live_state
+        """Zero state for `batch_size` streams, to pass to the first step()."""
+        return ExecutorState([layer.mixer.allocate_state(batch_size) for layer in self.layers])
 
     def step(
         self,
@@ -427,17 +329,16 @@ class Executor(nn.Module):
         goal: Tensor,
         target: Tensor,
         approach: Tensor,
-        state: ExecutorState | None = None,
+        state: ExecutorState,
     ) -> tuple[ExecutorOutput, ExecutorState]:
         """One frame, inputs (B, ·) -> outputs (B, ·) and the next state; constant cost whatever the history.
 
-        Without `state`, uses and replaces `live_state` (set by reset()). Without autograd the output is a
-        StepOutput (module docstring); the given state is never modified.
+        `state` comes from reset() or the previous step() and is never modified. Without autograd the output
+        is a StepOutput. Live: call under torch.inference_mode(), and on a CPU shared with capture and
+        detection with torch.set_num_threads(1) (docs/notes/models.md).
         """
-        held = state is None
-        state = self.live_state if held else state
         if state is None:
-            raise RuntimeError("Executor.step: call reset(batch_size) first or pass a state")
+            raise RuntimeError("Executor.step: expected the state from reset(batch_size) or step(), got None")
         if self._can_step_fused(frame):
             out, states = self._step_fused(frame, goal, target, approach, state)
         else:
@@ -447,10 +348,7 @@ class Executor(nn.Module):
                 h, new_layer_state = layer.step(h, layer_state)
                 states.append(new_layer_state)
             out = self._heads(h)
-        new_state = ExecutorState(states, state.frames + 1)
-        if held:
-            self.live_state = new_state
-        return out, new_state
+        return out, ExecutorState(states, state.frames + 1)
 
     def _can_step_fused(self, frame: Tensor) -> bool:
         return frame.dtype == self.embed.weight.dtype and self.layers[0].mixer.can_step_fused(frame)
@@ -458,7 +356,7 @@ class Executor(nn.Module):
     def _step_fused(
         self, frame: Tensor, goal: Tensor, target: Tensor, approach: Tensor, state: ExecutorState
     ) -> tuple[StepOutput, list[MambaState]]:
-        """step() without autograd: the same arithmetic on cached, re-laid-out weights (module docstring)."""
+        """step() without autograd: the same arithmetic on cached, re-laid-out weights (FusedWeights)."""
         w = self._step_cache.get((self,), lambda: FusedWeights.of(self))
         h = self._embed_fused(w.embed, frame, goal, target, approach)  # (B, d_model)
         states = []

@@ -1,9 +1,7 @@
 """Layers shared by the Strategist and the Tactician: MLP, SDPA self-attention, the Pre-LN block, RoPE.
 
-Attention always goes through `F.scaled_dot_product_attention` with q, k, v laid out (B, H, T, Dh) and a
-contiguous last dimension, so that on CUDA in bf16/fp16 PyTorch may pick the flash kernel: it does when
-there is no `attn_mask` (causality via `is_causal=True`) and Dh <= 256 (anchors-and-apis.md §3.1). With a
-mask it uses the memory-efficient or math kernel instead.
+Attention always goes through `F.scaled_dot_product_attention` with q, k, v (B, H, T, Dh), so that on CUDA in
+bf16/fp16 it may pick the flash kernel (no `attn_mask`, Dh <= 256: docs/notes/models.md, "models/layers.py").
 
 `PreLNBlock` computes exactly what `nn.TransformerEncoderLayer(norm_first=True, activation="gelu",
 batch_first=True)` computes, with the weights renamed (tests/models/test_strategist.py copies them across):

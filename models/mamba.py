@@ -1,51 +1,13 @@
-"""The Mamba (selective state-space) block: a pure-PyTorch reference path and the mamba-ssm CUDA kernels.
+"""The Mamba (selective state-space) block: config, recurrent state, the no-autograd fused step, the block.
 
-Both paths share the parameter names and shapes of `mamba_ssm.Mamba` (in_proj, conv1d, x_proj, dt_proj, A_log,
-D, out_proj), so one state dict serves both, and both expose
+Parameters are named and shaped as in `mamba_ssm.Mamba`, so one state dict serves both paths:
 
     forward(x (B, L, d_model), state=None, return_state=False)   training / prefill, O(L)
     step(x (B, d_model), state) -> (y (B, d_model), state)        live, O(1) per frame
 
-where `MambaState` carries the conv window (B, d_inner, d_conv) and the SSM state (B, d_inner, d_state) across
-frames. Which path runs is decided by models/kernels.py (logged once per device; "kernels" requested where
-they cannot run is an error).
-
-step() without autograd (torch.no_grad / inference_mode, reference path, fp32 or fp64: the live loop) runs
-`fused_step` on `StepWeights`; otherwise (autograd on, fp16/bf16, the kernels) it goes module by module
-(`_step_autograd`). A batch-1 step is bound by per-op dispatch (~2-3 us an op on the project VM) as much as by
-reading the weights, so the fused step does the same arithmetic in ~30 ops where the module path takes ~60:
-weights pre-transposed to contiguous (K, N), the fastest batch-1 product layout here; A = -exp(A_log)
-precomputed; a preceding RMSNorm's weight folded into in_proj and the residual add into out_proj's addmm
-(ResidualMamba); in-place ops on buffers it just made; no Python numbers as tensor operands. `InferenceCache`
-rebuilds StepWeights whenever any parameter or buffer changes (load_state_dict, optimizer steps, .to(),
-replaced parameters). The two steps agree to ~1e-6 (tests/models/test_mamba.py); the (K, N) products
-accumulate in another order, so the fused step sits ~3e-6 from forward() at d_model 256 where the module path
-sits ~1e-6. Executor.step() at its defaults (benchmarks/bench_executor_step.py): ~2.3 -> ~0.75 ms.
-
-The selective scan (anchors-and-apis.md §2.4), per batch b, channel d, state n:
-
-    delta = softplus(dt_proj(dt));  a_t = exp(delta_t * A);  b_t = delta_t * u_t * B_t
-    h_t = a_t * h_{t-1} + b_t;      y_t = sum_n C_t,n h_t,n + D * u_t;  out_t = y_t * silu(z_t)
-
-Reference scan (`selective_scan`): chunked, with an analytic backward (`_SelectiveScan`).
-The sequence is cut into chunks of K steps. Per chunk, the discretisation (the exp), the input and output
-contractions and every gradient reduction are batched over the whole (B, K, D, N) chunk; only the recurrence
-itself, one fused multiply-add per step, is stepped. The state is carried from chunk to chunk, and only the
-chunk-start states are saved: backward re-runs a chunk from its start state, then runs the adjoint recurrence
-g_t = dL/dh_t = C_t dy_t + a_{t+1} g_{t+1} backwards through it (the CUDA kernel recomputes the same way).
-Why this shape, measured on the 2-core CPU this project targets (B16 L256 d_inner 256 N16):
-  - a fresh (B, L, D, N) fp32 tensor is 67 MB: x * y into a new one took 114 ms, into an existing one 6 ms
-    (page faults: glibc maps every block above 32 MB afresh). Chunk tensors of about 2 MB are reused from
-    the heap and stay in cache, where an elementwise op runs ~5x faster per element.
-  - an autograd graph with one node per time step made backward 27x slower than forward
-    (feasibility-here.md §4); the hand-written backward has no per-step autograd nodes.
-  - a parallel scan inside the chunk costs more, not less, here. Measured on the scan alone (1 thread,
-    fwd / fwd+bwd): this scan 51 / 142 ms; the cumsum-of-log-decay form h_k = exp(S_k) sum_j exp(-S_j) b_j
-    (S = cumsum of delta*A, K=16) 134 / 357 ms, and it overflows fp32 once the decay inside a chunk passes
-    ~88 nats, which Mamba reaches whenever a large delta resets the state (this scan is tested at 300 nats
-    per step); a Hillis-Steele scan
-    (log2 K levels) 102 / 463 ms. The stepped recurrence is one addcmul per step on (B, D, N), run in row
-    blocks below ATen's grain size so that it never waits on a second thread.
+models/kernels.py picks the path: the mamba-ssm kernels or the pure-PyTorch reference (scan in
+models/scan.py). Without autograd the reference step() runs `fused_step` on cached `StepWeights`.
+Design and measurements: docs/notes/models.md, "models/mamba.py"; timings: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -62,12 +24,11 @@ from torch import Tensor, nn
 
 from models.errors import KernelUnavailableError
 from models.kernels import MAMBA_PATHS, MambaKernels, mamba_kernels, resolve_mamba_path
+from models.scan import selective_scan
 from validation import check_choice, check_float, check_int
 
 log = logging.getLogger(__name__)
 
-CHUNK_ELEMENTS = 1 << 19  # elements in one (B, K, D, N) chunk tensor of the reference scan: 2 MiB in fp32
-SERIAL_ELEMENTS = 1 << 15  # ATen's GRAIN_SIZE: elementwise ops on fewer elements run single-threaded
 T = TypeVar("T")
 
 
@@ -89,7 +50,7 @@ class MambaConfig:
     conv_bias: bool = True
     bias: bool = False  # biases of in_proj and out_proj
     path: str = "auto"  # "auto" | "kernels" | "reference" (models/kernels.py)
-    scan_chunk: int = 0  # steps per chunk of the reference scan; 0 = auto (CHUNK_ELEMENTS per chunk)
+    scan_chunk: int = 0  # steps per chunk of the reference scan; 0 = auto (models/scan.py CHUNK_ELEMENTS)
 
     def __post_init__(self) -> None:
         check_int(self, "d_model", 1)
@@ -122,119 +83,6 @@ class MambaState:
 
     conv: Tensor  # (B, d_inner, d_conv), newest input last
     ssm: Tensor  # (B, d_inner, d_state)
-
-
-# ------------------------------------------------------------------------------------- reference scan
-
-
-def scan_chunk_size(batch: int, d_inner: int, d_state: int, length: int) -> int:
-    """Steps per chunk so that a (batch, K, d_inner, d_state) chunk holds about CHUNK_ELEMENTS elements."""
-    return max(1, min(length, CHUNK_ELEMENTS // max(1, batch * d_inner * d_state)))
-
-
-def _discretize(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-    """a = exp(delta A), b = delta u B of a chunk: u, delta (Bt, K, D), B (Bt, K, N) -> 2 x (Bt, K, D, N)."""
-    a = torch.exp(delta.unsqueeze(-1) * A)  # (Bt, K, D, N)
-    b = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (Bt, K, D, N)
-    return a, b
-
-
-def _row_blocks(batch: int, per_row: int) -> list[slice]:
-    """Batch slices whose per-step ops stay under ATen's grain size, so they run on the calling thread."""
-    rows = max(1, (SERIAL_ELEMENTS - 1) // per_row)
-    return [slice(start, start + rows) for start in range(0, batch, rows)]
-
-
-def _run_chunk(a: Tensor, b: Tensor, h: Tensor, out: Tensor) -> Tensor:
-    """States h_k = a_k h_{k-1} + b_k of a chunk, written into `out` (Bt, K, D, N); h (Bt, D, N) = h_-1."""
-    for rows in _row_blocks(a.shape[0], a[0, 0].numel()):
-        h_rows = h[rows]  # (rows, D, N)
-        for k in range(a.shape[1]):
-            h_rows = torch.addcmul(b[rows, k], a[rows, k], h_rows, out=out[rows, k])
-    return out
-
-
-def _run_adjoint(a: Tensor, g_all: Tensor, g_end: Tensor) -> Tensor:
-    """In place g_all[:, k] += a_{k+1} g_{k+1}, last step first (g_end: dL/dh after the chunk) -> dL/dh_-1."""
-    g_start = torch.empty_like(g_end)  # (Bt, D, N)
-    for rows in _row_blocks(a.shape[0], a[0, 0].numel()):
-        g = g_end[rows]
-        for k in reversed(range(a.shape[1])):
-            g = a[rows, k] * g_all[rows, k].add_(g)  # dL/dh_k in place, then dL/dh_{k-1}
-        g_start[rows] = g
-    return g_start
-
-
-class _SelectiveScan(torch.autograd.Function):
-    """y_t = sum_n C_t h_t for h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t; chunked, analytic backward."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, h0, chunk):
-        length = u.shape[1]
-        y = torch.empty_like(u)  # (Bt, L, D)
-        starts, h = [], h0
-        for s in range(0, length, chunk):
-            e = min(length, s + chunk)
-            a, b = _discretize(u[:, s:e], delta[:, s:e], A, B[:, s:e])
-            states = _run_chunk(a, b, h, out=b)  # in place: b is not needed again
-            y[:, s:e] = torch.matmul(states, C[:, s:e].unsqueeze(-1)).squeeze(-1)  # (Bt, K, D)
-            starts.append(h)
-            h = states[:, -1].clone()  # (Bt, D, N); a view would keep the whole chunk alive
-        ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
-        ctx.chunk = chunk
-        return y, h
-
-    @staticmethod
-    def backward(ctx, dy, dh_last):
-        u, delta, A, B, C, starts = ctx.saved_tensors
-        length, chunk = u.shape[1], ctx.chunk
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dB, dC, dA = torch.empty_like(B), torch.empty_like(C), torch.zeros_like(A)
-        g = torch.zeros_like(starts[0]) if dh_last is None else dh_last  # dL/dh at the end of the chunk
-        if dy is None:
-            dy = torch.zeros_like(u)
-        for index, s in reversed(list(enumerate(range(0, length, chunk)))):
-            e = min(length, s + chunk)
-            grads, g = _chunk_backward(
-                u[:, s:e], delta[:, s:e], A, B[:, s:e], C[:, s:e], starts[index], dy[:, s:e], g
-            )
-            du[:, s:e], ddelta[:, s:e], dB[:, s:e], dC[:, s:e] = grads[:4]
-            dA += grads[4]
-        return du, ddelta, dA, dB, dC, g, None
-
-
-def _chunk_backward(u, delta, A, B, C, h_start, dy, g_end):
-    """Gradients of one chunk from dL/dy (Bt, K, D) and dL/dh at its end; also returns dL/dh at its start."""
-    a, b = _discretize(u, delta, A, B)  # (Bt, K, D, N) each
-    states = _run_chunk(a, b, h_start, out=torch.empty_like(b))  # (Bt, K, D, N)
-    g_all = dy.unsqueeze(-1) * C.unsqueeze(2)  # (Bt, K, D, N): the direct part C_t dy_t, then dL/dh_t
-    g = _run_adjoint(a, g_all, g_end)  # (Bt, D, N)
-    dC = torch.matmul(dy.unsqueeze(2), states).squeeze(2)  # (Bt, K, 1, D) @ (Bt, K, D, N) -> (Bt, K, N)
-    dB = torch.matmul((delta * u).unsqueeze(2), g_all).squeeze(2)  # (Bt, K, N)
-    g_dot_B = (g_all * B.unsqueeze(2)).sum(-1)  # (Bt, K, D); mul+sum beats a matmul with N=16 inner
-    q = states.sub_(b).mul_(g_all)  # (Bt, K, D, N) = g_t a_t h_{t-1} = dL/da_t * a_t
-    ddelta = (q * A).sum(-1) + g_dot_B * u  # (Bt, K, D)
-    d_inner, d_state = A.shape
-    flat = q.view(-1, d_inner, d_state).mul_(delta.reshape(-1, d_inner, 1))  # (Bt*K, D, N); q is done
-    dA = flat.sum(0)  # (D, N); summing a flat leading dim is ~10x faster here than sum((0, 1)) or einsum
-    return (g_dot_B * delta, ddelta, dB, dC, dA), g
-
-
-def selective_scan(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, chunk: int = 0
-) -> tuple[Tensor, Tensor]:
-    """Reference selective scan (no D skip, no gate); all in the dtype given (fp32 in the block).
-
-    u, delta: (Bt, L, D) with delta already softplus'ed; A: (D, N) (negative); B, C: (Bt, L, N);
-    h0: (Bt, D, N) or None for zeros; chunk: steps per chunk (0 = auto).
-    Returns y (Bt, L, D) and the last state h_{L-1} (Bt, D, N), both differentiable.
-    """
-    batch, length, d_inner = u.shape
-    assert length >= 1, f"selective_scan: expected a sequence of >= 1 step, got length {length}"
-    if h0 is None:
-        h0 = u.new_zeros(batch, d_inner, A.shape[1])
-    chunk = chunk or scan_chunk_size(batch, d_inner, A.shape[1], length)
-    return _SelectiveScan.apply(u, delta, A, B, C, h0, chunk)
 
 
 # ------------------------------------------------------------------------------ step without autograd
@@ -368,7 +216,7 @@ def rms_scale(x: Tensor, eps: Tensor) -> Tensor:
 def fused_step(w: StepWeights, x: Tensor, state: MambaState, residual: bool) -> tuple[Tensor, MambaState]:
     """MambaBlock.step() without autograd: mixer(x) or, with `residual`, x + mixer(RMSNorm(x)) (norm in w).
 
-    The same arithmetic as MambaBlock._step_autograd in ~30 ops (module docstring). The new conv window is
+    The same arithmetic as MambaBlock._step_autograd in ~30 ops (docs/notes/models.md). The new conv window is
     made (B, d_conv, Di)-contiguous and returned transposed, so the next shift copies whole rows. The given
     state is not modified.
     """
@@ -439,11 +287,19 @@ class MambaBlock(nn.Module):
     def path(self, device: torch.device) -> str:
         return resolve_mamba_path(self.config.path, device)
 
+    def _check_input(self, method: str, x: Tensor, dims: int) -> None:
+        """A ValueError naming `x` unless it is (B, L >= 1, d_model) (dims 3) or (B, d_model) (dims 2)."""
+        d_model = self.config.d_model
+        if x.dim() == dims and x.shape[-1] == d_model and x.shape[1] >= 1:
+            return
+        expected = f"(B, L >= 1, d_model={d_model})" if dims == 3 else f"(B, d_model={d_model})"
+        raise ValueError(f"MambaBlock.{method}: expected x of shape {expected}, got {tuple(x.shape)}")
+
     def forward(
         self, x: Tensor, state: MambaState | None = None, return_state: bool = False
     ) -> Tensor | tuple[Tensor, MambaState]:
         """x (B, L, d_model) -> (B, L, d_model) [, state after the last step]; `state` continues a stream."""
-        assert x.dim() == 3, f"MambaBlock.forward: expected x of shape (B, L, d_model), got {tuple(x.shape)}"
+        self._check_input("forward", x, dims=3)
         if self.path(x.device) == "kernels":
             out, new_state = self._forward_kernels(x, state, return_state)
         else:
@@ -514,7 +370,7 @@ class MambaBlock(nn.Module):
 
     def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
         """One frame: x (B, d_model) -> (B, d_model) and the next state; the given state is not modified."""
-        assert x.dim() == 2, f"MambaBlock.step: expected x of shape (B, d_model), got {tuple(x.shape)}"
+        self._check_input("step", x, dims=2)
         if self.can_step_fused(x):
             return fused_step(self.step_weights(), x, state, residual=False)
         return self._step_autograd(x, state)

@@ -4,25 +4,9 @@
         -> goal = LN(Linear(h))            (B, T, goal_dim)   read by the Tactician and the Executor
         -> mode_logits = Linear(goal)      (B, T, n_modes)    order of MODES; the goal is the mode bottleneck
 
-Decisions:
-  - Causal, with an output (and a loss) at every step rather than bidirectional + last-token pooling: a window
-    of T labelled seconds gives T training targets instead of one, the output at step t can never depend on
-    later seconds (tested), and live stepping at 1 Hz reuses a KV cache instead of re-encoding the window.
-  - Attention window `max_len`: a step attends to at most the last max_len steps of the layer below (sliding
-    window, as Mistral). Training windows of T <= max_len are plain causal, so SDPA runs with
-    `is_causal=True` and no mask: the flash kernel on CUDA in bf16/fp16 (a GPU test forces it). Longer
-    inputs get an explicit band mask (exact, but not flash). `step()` keeps the last max_len keys and values
-    per layer, so stepping N frames equals forward() over the same N frames for any N.
-  - Positions by RoPE, not learned embeddings: attention then depends only on position differences, so the
-    rolling cache stays valid as the window slides, and there is no maximum position. The cache holds
-    un-rotated keys and rotates them by their place in the window at each step (positions 0..n-1 as in a
-    training window; equal to absolute positions because RoPE is relative).
-  - Padding: batches are right-padded (`valid` = True...True False...False per row). Under causal attention a
-    valid step only sees earlier steps, all valid, so padding needs no attention mask and the flash path
-    stays available; padded steps are zeroed in the output and ignored by the loss (label IGNORE_INDEX).
-
-Mode-logit convention: `mode_logits[..., i]` scores MODES[i]; trained with cross-entropy and label smoothing
-(`Strategist.loss`, default `config.label_smoothing` = 0.1) over steps whose label is not IGNORE_INDEX.
+forward() over right-padded windows (training); live at 1 Hz, `cache = reset(B)` then
+`out, cache = step(x, cache)` with a sliding-window KV cache. Why causal, RoPE, the window and the padding:
+docs/notes/models.md, "models/strategist.py".
 """
 
 from __future__ import annotations
@@ -111,7 +95,7 @@ def window_mask(length: int, window: int, device: torch.device) -> Tensor:
 
 
 def check_right_padded(valid: Tensor) -> None:
-    """valid (B, T) bool must be True...True False...False in every row (see the module docstring)."""
+    """valid (B, T) bool must be True...True False...False in every row (right padding needs no mask)."""
     if valid.dtype != torch.bool or valid.dim() != 2:
         raise ValueError(
             f"Strategist: expected valid as a (B, T) bool tensor, got {valid.dtype} {tuple(valid.shape)}"
@@ -137,7 +121,6 @@ class Strategist(nn.Module):
         self.goal_head = nn.Linear(c.d_model, c.goal_dim)
         self.goal_norm = nn.LayerNorm(c.goal_dim, elementwise_affine=False)
         self.mode_head = nn.Linear(c.goal_dim, c.n_modes)
-        self.live_cache: StrategistCache | None = None
         self._logged_paths: set[str] = set()
         log_parameter_count(self)
 
@@ -177,24 +160,21 @@ class Strategist(nn.Module):
     # ------------------------------------------------------------------------------------- live use
 
     def reset(self, batch_size: int = 1) -> StrategistCache:
-        """An empty cache for `batch_size` streams; also held as `live_cache` for step(x) without a cache."""
+        """An empty cache for `batch_size` streams, to pass to the first step()."""
         p = next(self.parameters())
         empty = p.new_zeros(batch_size, self.config.n_heads, 0, self.head_dim)  # (B, H, 0, Dh)
-        self.live_cache = StrategistCache([empty] * self.config.n_layers, [empty] * self.config.n_layers)
-        return self.live_cache
+        return StrategistCache([empty] * self.config.n_layers, [empty] * self.config.n_layers)
 
-    def step(
-        self, x: Tensor, cache: StrategistCache | None = None
-    ) -> tuple[StrategistOutput, StrategistCache]:
+    def step(self, x: Tensor, cache: StrategistCache) -> tuple[StrategistOutput, StrategistCache]:
         """One new summary x (B, d_in) -> mode_logits (B, n_modes), goal (B, goal_dim), and the next cache.
 
-        Cost is bounded by max_len whatever the history length. Without `cache`, uses and replaces
-        `live_cache`.
+        `cache` comes from reset() or the previous step() and is never modified. Cost is bounded by max_len
+        whatever the history length.
         """
-        held = cache is None
-        cache = self.live_cache if held else cache
         if cache is None:
-            raise RuntimeError("Strategist.step: call reset(batch_size) first or pass a cache")
+            raise RuntimeError(
+                "Strategist.step: expected the cache from reset(batch_size) or step(), got None"
+            )
         h = self.embed(self.norm_in(x)).unsqueeze(1)  # (B, 1, d_model)
         keys, values = [], []
         for block, k_past, v_past in zip(self.blocks, cache.keys, cache.values):
@@ -202,10 +182,7 @@ class Strategist(nn.Module):
             keys.append(k_all)
             values.append(v_all)
         out = self._heads(h.squeeze(1))
-        new_cache = StrategistCache(keys, values)
-        if held:
-            self.live_cache = new_cache
-        return out, new_cache
+        return out, StrategistCache(keys, values)
 
     def _block_step(self, block: PreLNBlock, h: Tensor, k_past: Tensor, v_past: Tensor) -> tuple[Tensor, ...]:
         """h (B, 1, d_model) through one block, attending to the cached window; returns h and the new k, v."""

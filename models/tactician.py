@@ -1,25 +1,12 @@
 """The Tactician: which tracked object to act on, and how to approach, given the Strategist's goal.
 
-    objects (B, N, d_obj), valid (B, N) --normalise, Linear--> (B, N, d)
-        prepend the learned "no target" token                   set (B, 1 + N, d)
-        n_layers x PreLNBlock (self-attention, key padding mask, no positions)
-    goal (B, goal_dim) + context (B, d_ctx) --Linear--> query (B, 1, d)
-        CrossBlock: query attends to the set (same mask)         query (B, 1, d)
-        target_logits[i] = <Wq query, Wk set_i> / sqrt(d)       (B, 1 + N), -inf on padded slots
-        approach = MLP(query)                                   (B, approach_dim)
+    objects (B, N, d_obj) + a learned "no target" token -> PreLNBlocks over the set (no positions)
+    goal (B, goal_dim) + context (B, d_ctx) -> query attending to the set
+        -> target_logits (B, 1 + N): slot 0 = no target, slot i = objects[:, i - 1], -inf on padded slots
+        -> approach (B, approach_dim), trained by MSE
 
-Order invariance: no positional information enters the object set, self-attention is permutation-equivariant
-and the cross-attention and pointer scores are per element, so permuting the objects permutes their logits and
-leaves "no target" and the approach unchanged (tested).
-
-"No target" is an always-valid token of the set rather than a separate head: it is scored exactly like an
-object, and because one element is always valid no attention row is ever fully masked (which would make SDPA
-return NaN for a frame with no objects).
-
-Target-logit convention: slot 0 = no target, slot i (1..N) = objects[:, i - 1]; padded slots hold -inf, so
-use `Tactician.loss` (cross-entropy without label smoothing, which would put mass on -inf slots). The
-approach is a free 2-vector in screen-normalised units (e.g. the direction the expert moved next),
-trained by MSE.
+Order-invariant in the objects (tested). Train the targets with `Tactician.loss` (no label smoothing: it would
+put mass on -inf slots). Design: docs/notes/models.md, "models/tactician.py".
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) 
     import torch
 
     from bot.perception.state import OBS_SPEC
-    from bot.policy.runner import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
+    from bot.policy.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
     from models.executor import Executor, ExecutorConfig
     from models.io import save_model
     from models.strategist import MODES, Strategist, StrategistConfig
@@ -213,6 +213,7 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) 
         "metrics": {},
         "data": {},
         "versions": {},
+        "inference": {"tactician_hz": 10.0, "snap_boxes": 40.0},  # the shipped bundle's
     }
     (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
     return folder

@@ -2,23 +2,14 @@
 
     <out_dir>/last/  and  <out_dir>/best/  (a real copy of last/ taken when validation improved)
         model.safetensors      EMA weights (raw weights when EMA is off): what evaluation and the live bot use
-        config.json            models.io header {"format", "format_version", "class", "config"} + "train",
-                               "task", "metadata", "versions": `models.io.load_model(<dir>)` reads the folder
+        config.json            models.io header + "train", "task", "metadata", "versions"
         raw.safetensors        raw (optimised) weights
-        optimizer.safetensors  optimizer state, one tensor per "<parameter name>/<slot>" (exp_avg, step, ...)
-        rng.safetensors        torch RNG states per rank ("rank0/torch_cpu", "rank0/cuda0", ...)
-        trainer_state.json     step, epoch, batch index, counters, best metric, optimizer hyper-parameters per
-                               group (with parameter names), python and numpy RNG states per rank
+        optimizer.safetensors  optimizer state, one tensor per "<parameter name>/<slot>"
+        rng.safetensors        torch RNG states per rank
+        trainer_state.json     step, epoch, batch index, counters, best metric, optimizer groups, python and
+                               numpy RNG states per rank
 
-A folder is written under `.<name>.tmp` and renamed into place, so a kill mid-save never leaves a broken
-checkpoint: while the previous folder is being replaced it is kept as `<name>.old` for the instant between the
-two renames, and `find_checkpoint` falls back to it. Every load checks names and shapes first; a mismatch is
-one line naming the file and the tensor. Only tensors go through safetensors and only scalars through JSON:
-nothing is ever pickled (the models.io format for weights, never torch.save).
-
-models/io.py's `save_model`/`load_model` are not used for the weights because they accept only the three
-registered model classes and write their own config.json; the loop is model-agnostic and adds raw weights,
-optimizer and RNG state to the same atomic folder. The folder still follows the models.io layout.
+Atomic writes, load checks, and why not models.io: docs/notes/training.md.
 """
 
 from __future__ import annotations

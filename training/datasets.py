@@ -1,34 +1,12 @@
-"""Training datasets of the three policy models, built from perceived episodes and a pluggable label source.
+"""Training datasets of the three policy models, built from perceived episodes and a label source.
 
-    <episode>/perception/obs.npz (bot/recordings/perceive.py) ──┐
-    <episode>/steps.parquet (actions, Arena truth) ──┼── load_episode ─▶ EpisodeArrays ─┬─▶ StrategistDataset
-    <episode>/labels/<source>.parquet (LabelSource) ─┘     (one row per perceived frame) ├─▶ TacticianDataset
+    perception/obs.npz (bot/recordings/perceive.py) ─┐
+    steps.parquet (actions, Arena truth) ────────────┼─ load_episode ─▶ EpisodeArrays ─┬─▶ StrategistDataset
+    labels/<source>.parquet (training/labels.py) ────┘  (a row per perceived frame)    ├─▶ TacticianDataset
                                                                                        └─▶ ExecutorDataset
 
-Inputs are only the Observations perception stored (the same encoder runs live), so nothing the policy
-could not see live enters a sample. Labels (mode, target) come from a `LabelSource`; actions from the steps.
-
-No leakage, by construction:
-  - Observation row r holds the cursor/click of the action chosen on the frame BEFORE it (`cursor_before` in
-    bot/recordings/perceive.py); the action of row r is only ever a target.
-  - Per-second summaries reach the policy on the first frame of the next second (Summarizer), so row r's goal
-    comes from the summaries whose last row is < r (`last_summary`), never from the second r belongs to.
-  - Labels never enter an input: with no Strategist/Tactician checkpoint the Tactician and Executor context
-    (goal, target, approach) is the teacher-forced upstream answer — the *labelled* mode of the last completed
-    second as a one-hot goal and the labelled target's features — which is what the upstream model is
-    trained to produce, never the action being predicted (tests perturb the labels and compare the inputs).
-  - Train / validation split by episode (`split_episodes`), never by window, so no second of a validation
-    episode is seen in training.
-
-Actions are the steps' mouse/click/key, except in DAgger episodes (bot/play/dagger.py: the bot played, the
-expert
-labelled), whose expert_* columns are the targets while the inputs keep what the bot saw and did.
-
-Label sources (`label_source(spec)`): "expert" (labels/expert.parquet, the Arena expert's ground truth),
-"<name>" or "<name>:<min_confidence>" for any labels/<name>.parquet (e.g. "vlm:0.7" keeps VLM answers with
-confidence >= 0.7; null confidence counts as certain), "heuristic" (rules on the perceived state, for human
-recordings without labels). Target ids are Arena object ids when the episode has `gt_objects` (matched to
-the tracked boxes by IoU) and track ids otherwise.
+Inputs are only what perception stored live, so no label or action leaks into a sample (the rules that make
+it so: docs/notes/training.md). Train / validation split by episode, never by window.
 """
 
 from __future__ import annotations
@@ -38,7 +16,6 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +27,9 @@ from bot.perception.state import GLOB, OBJ, OBS_SPEC
 from bot.recordings.episode import find_episodes, open_episode, target_id_space
 from bot.recordings.perceived import FOLDER, load_perception
 from models.strategist import IGNORE_INDEX, MODES
+from training.errors import DatasetError
+from training.labels import FileLabels, LabelSource, label_source
+from validation import ConfigError, check_float, fail
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +37,6 @@ N_MAX = OBS_SPEC.n_max
 F_OBJ = len(OBS_SPEC.obj_features)
 F_GLOB = len(OBS_SPEC.glob_features)
 F_SUM = len(OBS_SPEC.summary_features)
-
-
-class DatasetError(ValueError):
-    """A dataset config, episode or label file is unusable (one line naming the field or file)."""
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -85,103 +61,14 @@ class DataConfig:
         self.val_data = None if self.val_data in (None, "") else Path(self.val_data)
         self.test_data = None if self.test_data in (None, "") else Path(self.test_data)
         self.extra_data = tuple(Path(p) for p in self.extra_data)
-        if not (isinstance(self.val_fraction, int | float) and 0.0 <= self.val_fraction < 1.0):
-            raise DatasetError(
-                f"DataConfig.val_fraction: expected a number in [0, 1), got {self.val_fraction!r}"
-            )
-        if not (isinstance(self.label_tolerance_s, int | float) and self.label_tolerance_s >= 0):
-            raise DatasetError(
-                f"DataConfig.label_tolerance_s: expected a number >= 0, got {self.label_tolerance_s!r}"
-            )
+        try:
+            check_float(self, "val_fraction", 0.0, 1.0)
+            if self.val_fraction == 1.0:  # nothing left to train on
+                raise fail(self, "val_fraction", "a finite number in [0.0, 1.0)", self.val_fraction)
+            check_float(self, "label_tolerance_s", 0.0)
+        except ConfigError as exc:  # the dataset's own error type, with validation's message
+            raise DatasetError(str(exc)) from None
         label_source(self.labels)  # validates the spec
-
-
-# ------------------------------------------------------------------------------------------------ labels
-
-
-class LabelSource(Protocol):
-    """Per-frame labels of one episode: a table of frame, mode, target_id (null = none), confidence."""
-
-    name: str
-
-    def labels(self, episode_dir: Path) -> pa.Table: ...
-
-
-@dataclass
-class FileLabels:
-    """labels/<source>.parquet, keeping rows whose confidence >= min_confidence (null = certain)."""
-
-    name: str = "expert"
-    min_confidence: float = 0.0
-
-    def labels(self, episode_dir: Path) -> pa.Table:
-        table = open_episode(episode_dir).labels(self.name)
-        if self.min_confidence > 0 and "confidence" in table.column_names:
-            conf = table.column("confidence").to_numpy(zero_copy_only=False).astype(np.float64)
-            table = table.filter(pa.array(np.nan_to_num(conf, nan=1.0) >= self.min_confidence))
-        return table
-
-
-@dataclass
-class HeuristicLabels:
-    """Rules on the perceived state for recordings without labels (human play): a weak but honest teacher.
-
-    FLEE when hp < flee_hp with an enemy close; FIGHT with an enemy in view; LOOT with loot in view;
-    EXPLORE otherwise. The target is the nearest object of the mode's role (enemy / loot), as a track id.
-    """
-
-    name: str = "heuristic"
-    flee_hp: float = 0.3  # hp fraction under which a close enemy means FLEE
-
-    def labels(self, episode_dir: Path) -> pa.Table:
-        if (
-            Path(episode_dir) / "labels" / "heuristic.parquet"
-        ).exists():  # from the actions: bot/recordings/labels.py
-            return FileLabels("heuristic").labels(episode_dir)
-        p = load_perception(episode_dir)
-        glob, objects, mask, track = p["glob"], p["objects"], p["mask"], p["track_id"]
-        modes, targets = [], []
-        for r in range(len(p)):
-            g = glob[r]
-            if g[GLOB["hp"]] < self.flee_hp and g[GLOB["n_enemy_close"]] > 0:
-                mode, role = "FLEE", None
-            elif g[GLOB["n_enemy"]] > 0:
-                mode, role = "FIGHT", OBJ["is_enemy"]
-            elif g[GLOB["n_loot"]] > 0:
-                mode, role = "LOOT", OBJ["is_loot"]
-            else:
-                mode, role = "EXPLORE", None
-            target = None
-            if role is not None:
-                rows = np.flatnonzero(mask[r] & (objects[r, :, role] > 0.5))
-                if len(rows):
-                    target = int(track[r, rows[np.argmin(objects[r, rows, OBJ["dist_player"]])]])
-            modes.append(mode)
-            targets.append(target)
-        return pa.table(
-            {
-                "frame": pa.array(p["frame"], pa.int32()),
-                "mode": pa.array(modes, pa.string()),
-                "target_id": pa.array(targets, pa.int32()),
-                "confidence": pa.array([None] * len(modes), pa.float32()),
-            }
-        )
-
-
-def label_source(spec: str) -> LabelSource:
-    """ "expert" | "heuristic" | "<name>" | "<name>:<min_confidence>" -> a LabelSource."""
-    if not isinstance(spec, str) or not spec:
-        raise DatasetError(f"DataConfig.labels: expected expert, heuristic or <name>[:<conf>], got {spec!r}")
-    name, _, conf = spec.partition(":")
-    if name == "heuristic":
-        return HeuristicLabels()
-    try:
-        threshold = float(conf) if conf else 0.0
-    except ValueError:
-        raise DatasetError(f"DataConfig.labels: expected <name>:<min_confidence>, got {spec!r}") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise DatasetError(f"DataConfig.labels: expected a confidence in [0, 1], got {spec!r}")
-    return FileLabels(name, threshold)
 
 
 # ------------------------------------------------------------------------------------------------ episodes
@@ -453,7 +340,7 @@ def click_destinations(
     click (at or after it) comes within `horizon_s`, the destination is that click's point and intent is
     True; otherwise the destination is the cursor `horizon_s` later (where the hand drifts to) and False.
     Why: the next frame's cursor is almost the current one on a person's smooth paths, so predicting it
-    teaches "stay where you are"; the live InputDriver (bot/control/input.py) draws the path itself and
+    teaches "stay where you are"; the live InputDriver (bot/control/driver.py) draws the path itself and
     clicks once
     it has arrived, so the policy only has to say where and whether.
     """

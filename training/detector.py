@@ -4,24 +4,12 @@ r"""`pilot train detector` / `train_detector`: a YOLO detector trained without h
     or a YOLO dataset YAML of your own (e.g. a Roboflow export for DarkOrbit) ───────────────────┤
                                                                                                  ▼
       ultralytics YOLO built from a model YAML (no pretrained download), trained offline ──▶ best.pt
-          ──▶ model.onnx (dynamic batch, for ONNX Runtime) ──▶ mAP through bot.perception.detector.Detector
-          ──▶ --out/{best.pt, model.onnx, config.json, dataset/, train/}
+          ──▶ model.onnx ──▶ mAP through bot.perception.detector.Detector ──▶ --out/
 
-Examples:
-    pilot demos --out data/recordings/arena --episodes 12 --seconds 60
-    pilot demos --out data/recordings/arena-heldout --episodes 4 --seconds 60 --seed 1000
+Export and split rules: docs/notes/training.md. Examples:
     pilot train detector --data data/recordings/arena --out data/detectors/arena \
         --eval data/recordings/arena-heldout
     pilot train detector --data datasets/darkorbit/data.yaml --profile darkorbit --out data/detectors/do
-
-The dataset export samples every `every`-th frame, writes each at the detector's input resolution (long side
-`imgsz`, INTER_AREA, exactly what `Detector` feeds the network live) and drops ground-truth boxes smaller than
-`min_box` pixels *at the detector's input* on either side (2 px: a 1280x720 frame seen at 320x180 loses
-boxes under 8 frame px, slivers of objects sliding in or out at the frame edge; the held-out mAP uses the
-same rule, so it measures what the network can be asked to see).
-Validation episodes are whole episodes (`--val-episodes`, or the last `val_fraction` of them by name), never
-frames of a training episode; `--eval` episodes should come from seeds not used for training at all.
-Offline settings: see bot/perception/detector.py's docstring.
 """
 
 from __future__ import annotations
@@ -55,6 +43,7 @@ from bot.perception.detector import (
 )
 from bot.profile import GameProfile, load_profile
 from bot.recordings.episode import find_episodes, open_episode
+from validation import check_float, check_int, fail
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +83,18 @@ class DetectorTrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch", "every", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(self, name)}")
+            check_int(self, name, 1)
+        check_int(self, "imgsz", 0)
         if self.imgsz and (self.imgsz < 64 or self.imgsz % 32):
-            raise ValueError(f"--imgsz: expected 0 or a multiple of 32 >= 64, got {self.imgsz}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction: expected a number in (0, 1), got {self.val_fraction}")
+            raise fail(self, "imgsz", "0 or a multiple of 32 >= 64", self.imgsz)
+        check_float(self, "val_fraction", 0.0, 1.0, low_open=True)
+        if self.val_fraction == 1.0:  # check_float's upper bound is closed; nothing would be left to train on
+            raise fail(self, "val_fraction", "a number in (0, 1)", self.val_fraction)
         if self.model.endswith(".pt"):
-            raise ValueError(
-                f"--model: expected a model YAML (training is from scratch, offline), got {self.model}"
-            )
-        if self.min_box < 0 or self.max_frames < 0 or self.patience < 0:
-            raise ValueError("--min-box, --max-frames, --patience: expected >= 0")
+            raise fail(self, "model", "a model YAML (training is from scratch, offline)", self.model)
+        check_float(self, "min_box", 0.0)
+        for name in ("max_frames", "patience"):
+            check_int(self, name, 0)
 
 
 # ------------------------------------------------------------------------------------------------ dataset

@@ -1,10 +1,12 @@
 """Domain errors of the training package. Each message is one line naming the field, file or tensor at fault.
 
-TrainingError            base class of every error raised on purpose by `training`
-├── TrainConfigError     a TrainConfig field (or a Task answer) has the wrong type or value
+TrainingError            base class of every error raised on purpose by the training loop
+├── TrainConfigError     a TrainConfig field has the wrong type or value (also a validation.ConfigError)
+├── TaskError            a Task answered outside its contract
 ├── CheckpointError      a checkpoint folder is missing, unreadable or does not match the model/optimizer
 ├── NonFiniteLossError   too many consecutive optimizer steps had a non-finite loss or gradient
 └── TrainingInterrupted  SIGINT/SIGTERM: a resumable checkpoint was saved, the run stopped on purpose
+DatasetError             a dataset config, episode or label file is unusable (a ValueError)
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from validation import ConfigError
+
 
 class TrainingError(Exception):
     """Base class of every error raised on purpose by `training`."""
 
 
-class TrainConfigError(TrainingError, ValueError):
+class TrainConfigError(TrainingError, ConfigError):
     """A config field has the wrong type or value ("TrainConfig.lr: expected X, got Y")."""
 
 
 class TaskError(TrainingError, TypeError):
-    """A Task returned something outside its contract (training/loop.py, `Task`)."""
+    """A Task returned something outside its contract (training/task.py, `Task`)."""
+
+
+class DatasetError(ValueError):
+    """A dataset config, episode or label file is unusable (one line naming the field or file)."""
 
 
 class CheckpointError(TrainingError):

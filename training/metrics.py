@@ -5,14 +5,10 @@
     Executor    mouse_error_px    Euclidean cursor error in pixels of the game region
                 click_f1          F1 of the "click" class (a click is the rare, important event)
                 key_accuracy      key index (0 = none) equals the label
+                near_f1           F1 of rare events where one within +-slack frames counts as a hit
 
-Predictions may be given as class indices (N,) or as logits/scores (N, C), reduced by argmax. Labels equal
-to `ignore_index` (padding, unlabelled steps) are left out. A metric with nothing to measure (every label
-ignored, or F1 of a class neither predicted nor labelled) is NaN, not 0: "undefined" must not look "bad".
-Every function returns Python floats, so its results go straight into logs and TensorBoard.
-
-Because F1 is not an average of per-batch F1s, `Task.evaluate` should concatenate predictions over the
-loader (validation sets are small) or sum `confusion_matrix` over batches, then call these functions once.
+Logits (N, C) are reduced by argmax; labels equal to `ignore_index` are left out; a metric with nothing to
+measure is NaN, not 0 (docs/notes/training.md). Results are Python floats.
 """
 
 from __future__ import annotations
@@ -20,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -151,3 +148,19 @@ def click_f1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
 def key_accuracy(pred: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> float:
     """Accuracy of the key index (0 = no key): key logits (N, K) or indices (N,) against labels (N,)."""
     return accuracy(pred, target, ignore_index)
+
+
+def near_f1(pred: np.ndarray, true: np.ndarray, slack: int) -> float:
+    """F1 of rare events (bool (N,) in frame order) where an event within +-slack frames counts as a hit.
+
+    Precision: share of predicted events with a true one within slack; recall: share of true events with a
+    predicted one within slack. 0 when either side has none (a head that never fires scores 0).
+    """
+    pred, true = np.asarray(pred, bool), np.asarray(true, bool)
+    if not pred.any() or not true.any():
+        return 0.0
+    kernel = np.ones(2 * slack + 1)
+    near_true = np.convolve(true, kernel, mode="same") > 0
+    near_pred = np.convolve(pred, kernel, mode="same") > 0
+    precision, recall = float(near_true[pred].mean()), float(near_pred[true].mean())
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0

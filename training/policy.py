@@ -3,31 +3,12 @@
     Strategist (labels) ──goal──▶ Tactician (goals from the trained Strategist) ──target, approach──▶
     Executor (goals from the Strategist, targets/approach from the trained Tactician)
 
-Each model trains through the shared loop into `<out>/runs/<model>/` (resumable: run the same command again
-with `--resume` to continue every stage from its last checkpoint); its best/ weights (last/ when it never
-validated) are copied into the bundle:
+Each stage trains into `<out>/runs/<model>/` (`--resume` continues them); its best/ weights go into the bundle
+(bot/policy/bundle.py holds the format). Examples:
 
-    <out>/
-        bundle.json     {"format": "orbit-pilot-policy", "format_version": 1, "profile", "obs_spec", "modes",
-                         "detector": {"path", "copied"}, "models": {name: folder}, "metrics" (each
-                         model's validation at its best/, and "test" with --data.test-data), "data",
-                         "versions"}
-        detector/       copy of --detector (when --copy-detector and a detector is given)
-        strategist/     models.io folder: models.io.load_model(<out>/strategist)
-        tactician/
-        executor/
-        runs/           the training runs (checkpoints, TensorBoard)
-
-What the live bot feeds each model (the training inputs, training/datasets.py):
-    Strategist  step(summary)    one Summarizer row per completed second -> goal (zeros before the first)
-    Tactician   objects, mask, goal, context = glob, at ~10 Hz -> slot; keep the chosen object's TRACK ID
-    Executor    every frame: glob, goal, target = the chosen track's current object row (zeros when none or
-                gone), approach (held from the last Tactician decision) -> mouse, click, key
-
-Examples:
     pilot train policy --data.data data/recordings/arena --data.val-data data/recordings/arena-heldout \\
         --out data/policies/arena --detector data/detectors/arena
-    pilot train policy --config policy.yaml --strategist.train.epochs 80 --out data/policies/arena
+    pilot train policy --config training/configs/arena_policy.yaml --out data/policies/arena
 """
 
 from __future__ import annotations
@@ -41,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from bot.perception.state import OBS_SPEC
+from bot.policy.bundle import SNAP_BOXES, InferenceSettings, write_bundle_json
 from models.io import load_model, save_model
 from models.strategist import MODES
 from training.checkpoint import find_checkpoint, read_config, versions
 from training.datasets import DataConfig
-from training.entry import (
+from training.loop import TEST_FILE
+from training.runs import (
     ExecutorRun,
     StrategistRun,
     TacticianRun,
@@ -53,13 +36,10 @@ from training.entry import (
     run_strategist,
     run_tactician,
 )
-from training.loop import TEST_FILE
+from validation import check_int, fail
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "orbit-pilot-policy"
-BUNDLE_VERSION = 1
-BUNDLE_FILE = "bundle.json"
 MODELS = ("strategist", "tactician", "executor")
 
 
@@ -85,14 +65,13 @@ class PolicyRun:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ValueError(f"PolicyRun.threads: expected an int >= 0, got {self.threads!r}")
+        check_int(self, "threads", 0)
         self.detector = None if self.detector in (None, "") else Path(self.detector)
         self.config = None if self.config in (None, "") else Path(self.config)
         self.extra_data_models = tuple(self.extra_data_models)
         unknown = sorted(set(self.extra_data_models) - set(MODELS))
         if unknown:
-            raise ValueError(f"PolicyRun.extra_data_models: expected names among {MODELS}, got {unknown}")
+            raise fail(self, "extra_data_models", f"names among {MODELS}", unknown)
 
 
 def _stage(cfg: PolicyRun, name: str, stage: Any) -> Any:
@@ -159,8 +138,6 @@ def write_bundle(cfg: PolicyRun, checkpoints: dict[str, Path]) -> Path:
         else:
             detector = {"path": str(cfg.detector.resolve()), "copied": False}
     bundle = {
-        "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_VERSION,
         "profile": cfg.profile,
         "obs_spec": OBS_SPEC.to_dict(),
         "modes": list(MODES),
@@ -170,8 +147,7 @@ def write_bundle(cfg: PolicyRun, checkpoints: dict[str, Path]) -> Path:
         "data": metrics.get("strategist", {}).get("config", {}).get("data", {}),
         "versions": versions(),
     }
-    tmp = out / (BUNDLE_FILE + ".tmp")
-    tmp.write_text(json.dumps(bundle, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    tmp.replace(out / BUNDLE_FILE)
+    # the live runner holds each Tactician decision as long as the Executor saw it held in training
+    write_bundle_json(out, bundle, InferenceSettings(cfg.executor.tactician_hz, SNAP_BOXES))
     log.info("policy bundle written to %s", out)
     return out

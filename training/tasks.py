@@ -1,17 +1,12 @@
-"""The three training Tasks (training/loop.py `Task`): Strategist, Tactician, Executor on perceived episodes.
+"""The three training Tasks (training/task.py `Task`): Strategist, Tactician, Executor on perceived episodes.
 
     StrategistTask  summaries (B, T, F_SUM) -> mode per second      eval: mode_acc, mode_f1_* (best: mode_acc)
     TacticianTask   objects + goal + glob   -> target slot, approach eval: target_acc, approach_mse
     ExecutorTask    glob + goal/target/approach per frame -> mouse, click, key
                                                   eval: mouse_px, click_f1(_near), key_acc(_pressed)
 
-Clicks and key taps are rare (about 2 % and 0.4 % of Arena frames); the Executor's loss weighs them by
-(negatives / positives) ** balance, fitted on the training split (`click_balance`, `key_balance`).
-
-Upstream context (goal, target, approach) for the Tactician and the Executor comes from trained upstream
-checkpoints when given (`strategist=`, `tactician=`: what the live bot will feed them) and from the labels
-otherwise (teacher forcing, see training/datasets.py). Each Task loads its episodes once, lazily, and fits
-the model's normalisation statistics (and the Executor's mouse grid) on the training split only.
+Each takes its run config (training/runs.py) whole. Upstream context and rare-event weights:
+docs/notes/training.md.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,8 +46,11 @@ from training.datasets import (
     split_episodes,
     target_features,
 )
-from training.loop import unwrap_model
-from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_px, target_accuracy
+from training.distributed import unwrap_model
+from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_px, near_f1, target_accuracy
+
+if TYPE_CHECKING:  # the run configs, for the annotations only: training/runs.py builds the Tasks from them
+    from training.runs import ExecutorRun, StrategistRun, TacticianRun
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +93,7 @@ class _EpisodeTask:
     name = "task"
     phases = 1  # summary phases of the training episodes (load_episode); only the Strategist reads them
 
+    # iou_min: set by the runs that read targets (TacticianRun, ExecutorRun); the Strategist ignores targets
     def __init__(self, data: DataConfig, iou_min: float = 0.3) -> None:
         self.data, self.iou_min = data, iou_min
         self._split: tuple[list[EpisodeArrays], list[EpisodeArrays]] | None = None
@@ -157,19 +156,13 @@ class _EpisodeTask:
 class StrategistTask(_EpisodeTask):
     name = "strategist"
 
-    def __init__(
-        self,
-        data: DataConfig,
-        model: StrategistConfig,
-        history: int = 60,
-        stride: int = 30,
-        label_smoothing: float = 0.1,
-        phases: int = 1,
-    ) -> None:
-        super().__init__(data)
-        self.model_cfg = StrategistConfig(**{**model.__dict__, "d_in": F_SUM, "n_modes": len(MODES)})
-        self.history, self.stride, self.label_smoothing = history, stride, label_smoothing
-        self.phases = phases
+    def __init__(self, cfg: StrategistRun) -> None:
+        super().__init__(cfg.data)
+        self.model_cfg = StrategistConfig(**{**cfg.model.__dict__, "d_in": F_SUM, "n_modes": len(MODES)})
+        history = cfg.history
+        self.history, self.stride = history, cfg.stride or max(1, history // 2)
+        self.label_smoothing = self.model_cfg.label_smoothing  # the model's knob, saved with its weights
+        self.phases = cfg.phases
         reach = self.model_cfg.receptive_field
         if reach > history:
             log.warning(
@@ -234,29 +227,21 @@ def strategist_goals(strategist: Strategist, episode: EpisodeArrays) -> np.ndarr
 class TacticianTask(_EpisodeTask):
     name = "tactician"
 
-    def __init__(
-        self,
-        data: DataConfig,
-        model: TacticianConfig,
-        hz: float = 10.0,
-        iou_min: float = 0.3,
-        approach_weight: float = 1.0,
-        strategist: Path | None = None,
-    ) -> None:
-        super().__init__(data, iou_min)
-        self.strategist_dir = strategist
-        self.strategist = load_model(strategist, "Strategist") if strategist else None
-        goal_dim = _goal_dim(self.strategist, model)
+    def __init__(self, cfg: TacticianRun) -> None:
+        super().__init__(cfg.data, cfg.iou_min)
+        self.strategist_dir = cfg.strategist
+        self.strategist = load_model(cfg.strategist, "Strategist") if cfg.strategist else None
+        goal_dim = _goal_dim(self.strategist, cfg.model)
         self.model_cfg = TacticianConfig(
             **{
-                **model.__dict__,
+                **cfg.model.__dict__,
                 "d_obj": F_OBJ,
                 "n_max": OBS_SPEC.n_max,
                 "d_ctx": F_GLOB,
                 "goal_dim": goal_dim,
             }
         )
-        self.hz, self.approach_weight = hz, approach_weight
+        self.hz, self.approach_weight = cfg.hz, cfg.approach_weight
 
     def _prepare(self, episodes: list[EpisodeArrays]) -> None:
         for ep in episodes:
@@ -341,38 +326,25 @@ def tactician_context(tactician: Tactician, episode: EpisodeArrays, hz: float) -
 class ExecutorTask(_EpisodeTask):
     name = "executor"
 
-    def __init__(
-        self,
-        data: DataConfig,
-        model: ExecutorConfig,
-        chunk: int = 64,
-        strategist: Path | None = None,
-        tactician: Path | None = None,
-        tactician_hz: float = 10.0,
-        iou_min: float = 0.3,
-        click_balance: float = 0.5,
-        key_balance: float = 0.5,
-        ignore_cursor: bool = True,
-        click_horizon_s: float = 2.0,
-    ) -> None:
-        super().__init__(data, iou_min)
-        self.click_balance, self.key_balance, self.ignore_cursor = click_balance, key_balance, ignore_cursor
-        self.click_horizon_s = click_horizon_s
+    def __init__(self, cfg: ExecutorRun) -> None:
+        super().__init__(cfg.data, cfg.iou_min)
+        self.click_balance, self.key_balance = cfg.click_balance, cfg.key_balance
+        self.ignore_cursor, self.click_horizon_s = cfg.ignore_cursor, cfg.click_horizon_s
         self.click_pos_weight, self.key_weight = 1.0, None  # set from the training split (_fit_weights)
-        self.strategist_dir, self.tactician_dir = strategist, tactician
-        self.strategist = load_model(strategist, "Strategist") if strategist else None
-        self.tactician = load_model(tactician, "Tactician") if tactician else None
-        goal_dim = _goal_dim(self.strategist, model)
+        self.strategist_dir, self.tactician_dir = cfg.strategist, cfg.tactician
+        self.strategist = load_model(cfg.strategist, "Strategist") if cfg.strategist else None
+        self.tactician = load_model(cfg.tactician, "Tactician") if cfg.tactician else None
+        goal_dim = _goal_dim(self.strategist, cfg.model)
         self.model_cfg = ExecutorConfig(
             **{
-                **model.__dict__,
+                **cfg.model.__dict__,
                 "d_frame": F_GLOB,
                 "d_target": F_OBJ,
                 "approach_dim": 2,
                 "goal_dim": goal_dim,
             }
         )
-        self.chunk, self.tactician_hz = chunk, tactician_hz
+        self.chunk, self.tactician_hz = cfg.chunk, cfg.tactician_hz
         self._frame_size: tuple[int, int] = (1, 1)
 
     def _prepare(self, episodes: list[EpisodeArrays]) -> None:
@@ -488,22 +460,6 @@ def rare_weight(negatives: int, positives: int, balance: float) -> float:
     return float((negatives / positives) ** balance)
 
 
-def near_f1(pred: np.ndarray, true: np.ndarray, slack: int) -> float:
-    """F1 of rare events (bool (N,) in frame order) where an event within +-slack frames counts as a hit.
-
-    Precision: share of predicted events with a true one within slack; recall: share of true events with a
-    predicted one within slack. 0 when either side has none (a head that never fires scores 0).
-    """
-    pred, true = np.asarray(pred, bool), np.asarray(true, bool)
-    if not pred.any() or not true.any():
-        return 0.0
-    kernel = np.ones(2 * slack + 1)
-    near_true = np.convolve(true, kernel, mode="same") > 0
-    near_pred = np.convolve(pred, kernel, mode="same") > 0
-    precision, recall = float(near_true[pred].mean()), float(near_pred[true].mean())
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-
-
 def _nan_to(value: float, default: float = 0.0) -> float:
     """F1 of a class never labelled nor predicted is NaN; keep eval metrics finite (0) for best/."""
     return default if math.isnan(value) else value
@@ -511,7 +467,6 @@ def _nan_to(value: float, default: float = 0.0) -> float:
 
 __all__ = [
     "ExecutorTask",
-    "near_f1",
     "rare_weight",
     "StrategistTask",
     "TacticianTask",

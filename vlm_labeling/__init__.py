@@ -9,12 +9,8 @@
     if result.ok:
         result.answer.mode, result.answer.target_id
 
-Modules: `client` (config, retries, structured-output fallback, concurrency), `schema` (answer schema and
-validation), `prompts` (versioned prompt files), `cache` (answer cache), `records` (request/result types),
-`images` (frame encoding), `transport` (HTTP), `errors`.
-
-The names below are imported on first use (PEP 562) so that `import vlm_labeling` stays instant and does not
-pull in numpy or OpenCV.
+Names are imported on first use (PEP 562), so `import vlm_labeling` stays light. The modules:
+docs/notes/vlm_labeling.md, "vlm_labeling/__init__.py".
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "ClientConfig": "vlm_labeling.client",
+    "ClientConfig": "vlm_labeling.client_config",
     "ClientStats": "vlm_labeling.client",
     "VLMClient": "vlm_labeling.client",
     "AnswerCache": "vlm_labeling.cache",
@@ -80,7 +76,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from vlm_labeling.cache import AnswerCache, cache_key
-    from vlm_labeling.client import ClientConfig, ClientStats, VLMClient
+    from vlm_labeling.client import ClientStats, VLMClient
+    from vlm_labeling.client_config import ClientConfig
     from vlm_labeling.errors import (
         ConfigError,
         InvalidAnswer,

@@ -2,18 +2,9 @@
 
     <directory>/<key[:2]>/<key>.json      {"format": 1, "key": ..., "result": LabelResult.to_dict()}
 
-The key is a sha256 over everything that decides the answer: model, prompt `version_id` (which hashes the
-prompt text), answer-schema version and mode set, the sha256 of every image sent, the HUD text, the object
-list as sent and the allowed target ids. Sampling settings (temperature, max_tokens) are not in the key.
-
-What is cached: only `ok` results, i.e. answers that passed `parse_answer`. Failed results never are:
-transient failures (timeouts, 5xx, 429, a dead server) must be retried by the next run, and an answer that
-stayed invalid after the re-asks is asked again too (a later run may use a better prompt or model, and a
-cached failure would hide the frame from it).
-
-Each entry is written to a temporary file in the same folder and moved into place with `os.replace`, which is
-atomic on POSIX and Windows: a run killed mid-write leaves at most a stray `.tmp-*` file, never a half-written
-entry. An unreadable or inconsistent entry is logged and treated as a miss (the next put overwrites it).
+The key hashes everything that decides the answer (model, prompt version, schema, images, HUD and object
+text, allowed target ids). Only ok results are cached; entries are written atomically and a bad one reads
+as a miss. Why: docs/notes/vlm_labeling.md, "vlm_labeling/cache.py".
 """
 
 from __future__ import annotations

@@ -1,40 +1,18 @@
 """The VLM client: asks any OpenAI-compatible chat-completions server for the play mode at a key frame.
 
-    LabelRequest ──encode frames, render prompt──▶ cache key ──hit──▶ LabelResult(cached=True), no request
-                                                      │ miss
-                                                      ▼
-            POST {base_url}/chat/completions ◀──── 429 / 5xx / 408 / timeout / connection error: wait
-                   │ 2xx                              (Retry-After, else backoff with full jitter), resend
-                   ▼
-            one JSON object (bare, or found in prose) ──parse_answer──▶ ok ──▶ cache.put ──▶ LabelResult
-                   │ invalid
-                   ▼
-            ask again with the reason (at most max_invalid_retries times), then LabelResult(status="failed")
+    LabelRequest -> encode frames, render prompt -> cache key --hit--> LabelResult(cached=True), no POST
+        miss -> POST {base_url}/chat/completions   (408, 429, 5xx, timeout, broken connection: wait, resend)
+             -> one JSON object -> parse_answer -> ok: cache.put -> LabelResult
+                invalid: ask again with the reason (at most max_invalid_retries), then status "failed"
 
-Policy, decided here:
-- Transient failures (HTTP 408, 429, 5xx, timeouts, refused or broken connections) are retried up to
-  `max_retries` times. The wait is the server's Retry-After (capped at `retry_after_max_s`) when it sends
-  one, else uniform(0, min(backoff_max_s, backoff_base_s * 2**(n-1))) before retry n ("full jitter": many
-  workers hitting a rate limit together do not come back in lockstep).
-- An answer that fails validation is asked again with the rejected text and the reason appended to the
-  conversation, at most `max_invalid_retries` times; then the result is failed with that reason. Garbage
-  never becomes a label.
-- HTTP 401/403/404/405 mean the run is misconfigured (key, URL, model name), so `label` raises
-  `VLMHTTPError` and `label_many` stops; any other 4xx fails that one request at once, without retry.
-- Only ok results are cached (see `cache.py`).
-
-Structured output: "json_schema" always sends `response_format` (strict JSON Schema), "off" never does, and
-"auto" sends it until the server shows it does not support it, then stops for the rest of the run (logged
-once): either an HTTP 400/422 (or 500) whose body mentions response_format/json_schema (OpenAI, vLLM,
-llama.cpp and LM Studio answer unsupported formats this way; the request is then resent at once without it),
-or an answer in prose despite it (older Ollama ignores the field). Without it the prompt's own format
-instructions and `extract_json_object` take over; the validation is the same either way.
+HTTP 401/403/404/405 stop the run (`ABORT_STATUSES`). "auto" structured output drops `response_format`
+for the rest of the run once the server shows it does not support it. Retry, fallback and caching policy:
+docs/notes/vlm_labeling.md, "vlm_labeling/client.py". The config is in client_config.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import re
@@ -42,14 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 from vlm_labeling.cache import AnswerCache, cache_key
+from vlm_labeling.client_config import ClientConfig
 from vlm_labeling.errors import (
-    ConfigError,
     InvalidAnswer,
     PromptError,
     StructuredOutputUnsupported,
@@ -57,7 +34,7 @@ from vlm_labeling.errors import (
     VLMHTTPError,
     VLMTimeout,
 )
-from vlm_labeling.images import EncodedImage, ImageFormat, encode_image
+from vlm_labeling.images import EncodedImage, encode_image
 from vlm_labeling.prompts import Prompt, RenderedPrompt, load_prompt
 from vlm_labeling.records import LabelRequest, LabelResult, Usage
 from vlm_labeling.schema import (
@@ -72,7 +49,6 @@ from vlm_labeling.transport import ChatReply, Transport
 
 logger = logging.getLogger(__name__)
 
-StructuredOutput = Literal["auto", "json_schema", "off"]
 # Statuses that mean every further request would fail the same way: stop the run instead of failing each.
 ABORT_STATUSES = frozenset({401, 403, 404, 405})
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
@@ -80,68 +56,10 @@ RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 # some llama.cpp builds answer 500 when turning the schema into a grammar fails.
 _FORMAT_REJECTION_STATUSES = frozenset({400, 422, 500})
 _RESPONSE_FORMAT_HINT = re.compile(r"response_format|json_schema|structured output", re.IGNORECASE)
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")  # conventional names only: a pasted key rarely fits
 EXCERPT_CHARS = 300
 # What the client fills into a prompt: context-frame count, HUD lines, object lines.
 PROMPT_FIELDS = frozenset({"n_context", "hud", "objects"})
 ProgressFn = Callable[[int, int | None, LabelResult], None]
-
-
-@dataclass
-class ClientConfig:
-    """Where and how to ask. The API key itself is never a field: it is read from `api_key_env`."""
-
-    base_url: str = "http://127.0.0.1:11434/v1"  # API root; /chat/completions is appended (Ollama's default)
-    model: str = "qwen2.5vl:7b"  # model name as the server knows it
-    api_key_env: str = "ORBIT_VLM_API_KEY"  # NAME of the env variable with the key; unset = no auth
-    timeout_s: float = 120.0  # s per socket operation (connect, each read); CPU-served VLMs are slow
-    max_concurrency: int = 4  # requests in flight at once
-    max_retries: int = 4  # retries after transient failures (429, 5xx, timeouts, connection errors)
-    max_invalid_retries: int = 2  # times an invalid answer is asked again before the request fails
-    backoff_base_s: float = 1.0  # s, first back-off ceiling; doubles per retry
-    backoff_max_s: float = 30.0  # s, back-off ceiling
-    retry_after_max_s: float = 120.0  # s, cap on a server's Retry-After
-    structured_output: StructuredOutput = "auto"  # "auto" | "json_schema" | "off" (see the module docstring)
-    max_tokens: int = 256  # completion tokens per answer
-    temperature: float = 0.0  # sampling temperature; 0 = the model's most likely answer
-    image_format: ImageFormat = "jpeg"  # how numpy frames are encoded ("jpeg" | "png")
-    jpeg_quality: int = 85  # 1..100
-    max_image_side: int | None = None  # px; numpy frames are shrunk to fit (boxes follow); None = as given
-
-    def __post_init__(self) -> None:
-        _check_url(self.base_url)
-        self.base_url = self.base_url.rstrip("/")
-        _expect(isinstance(self.model, str) and self.model.strip() != "", "model", "a model name", self.model)
-        if not isinstance(self.api_key_env, str) or not _ENV_NAME.match(self.api_key_env):
-            # The value is not echoed: a key pasted here by mistake must not reach a log.
-            raise ConfigError(
-                "api_key_env: expected the NAME of an environment variable (e.g. ORBIT_VLM_API_KEY), "
-                "got a value that is not one (not shown, in case it is the key itself)"
-            )
-        for name in ("timeout_s", "backoff_base_s", "backoff_max_s", "retry_after_max_s"):
-            _expect_number(self, name, low=0.0, low_open=name == "timeout_s")
-        for name, low in (
-            ("max_concurrency", 1),
-            ("max_retries", 0),
-            ("max_invalid_retries", 0),
-            ("max_tokens", 1),
-        ):
-            _expect_int(self, name, low)
-        _expect_number(self, "temperature", low=0.0, high=2.0)
-        _expect(
-            self.structured_output in ("auto", "json_schema", "off"),
-            "structured_output",
-            "'auto', 'json_schema' or 'off'",
-            self.structured_output,
-        )
-        _expect(self.image_format in ("jpeg", "png"), "image_format", "'jpeg' or 'png'", self.image_format)
-        _expect_int(self, "jpeg_quality", 1, 100)
-        if self.max_image_side is not None:
-            _expect_int(self, "max_image_side", 16)
-
-    def to_dict(self) -> dict[str, Any]:
-        """For the run's config.json (holds the variable's name, never the key)."""
-        return asdict(self)
 
 
 @dataclass
@@ -278,7 +196,7 @@ class VLMClient:
         held at a time. `progress(done, total, result)` is called from this thread after each result (total is
         None for an iterable without a length).
 
-        An abort error (see the module docstring), or any exception raised by `progress` (the way for a caller
+        An abort error (`ABORT_STATUSES`), or any exception raised by `progress` (the way for a caller
         to add its own stop rule, e.g. "too many failures in a row"), cancels the requests not yet started,
         lets the running ones finish (their answers are cached) and is raised.
         """
@@ -536,49 +454,3 @@ def _correction(rejected: str | None, reason: str) -> list[dict[str, Any]]:
         }
     )
     return messages
-
-
-def _check_url(url: Any) -> None:
-    if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url):
-        raise ConfigError(f"base_url: expected http(s)://host[:port][/path], got {url!r}")
-    if "@" in url.split("/", 3)[2]:
-        # Not echoed: user:password@ in the address is a credential.
-        raise ConfigError(
-            "base_url: credentials in the address are not supported; put the key in the variable "
-            "named by api_key_env"
-        )
-    try:
-        _ = urlsplit(url).port  # urllib parses the port lazily and raises here
-    except ValueError:
-        raise ConfigError(f"base_url: expected a numeric port, got {url!r}") from None
-    if url.rstrip("/").endswith("/chat/completions"):
-        raise ConfigError(
-            f"base_url: expected the API root (e.g. http://127.0.0.1:8000/v1); /chat/completions "
-            f"is appended, got {url!r}"
-        )
-
-
-def _expect(ok: bool, name: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: expected {expected}, got {got!r}")
-
-
-def _expect_int(cfg: ClientConfig, name: str, low: int, high: int | None = None) -> None:
-    value = getattr(cfg, name)
-    ok = (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and value >= low
-        and (high is None or value <= high)
-    )
-    _expect(ok, name, f"an integer >= {low}" + ("" if high is None else f" and <= {high}"), value)
-
-
-def _expect_number(
-    cfg: ClientConfig, name: str, low: float, high: float | None = None, low_open: bool = False
-) -> None:
-    value = getattr(cfg, name)
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
-    bound = f"> {low:g}" if low_open else f">= {low:g}"
-    _expect(ok, name, f"a number {bound}" + ("" if high is None else f" and <= {high:g}"), value)

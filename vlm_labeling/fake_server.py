@@ -1,22 +1,12 @@
 """A scripted OpenAI-compatible chat-completions server on 127.0.0.1, for tests and offline demos.
 
-It lives in the package, not under tests/, so that every test suite (this package's, and the labelling runs
-built on it) and a demo without a real VLM can start one; it uses only the standard library.
-
     with FakeVLMServer() as server:
         server.enqueue(error_reply(500), answer_reply(mode="FIGHT", target_id=7))
         client = VLMClient(ClientConfig(base_url=server.base_url, ...))
 
-Each POST takes the next scripted `Reply` from the queue; when the queue is empty `policy(request)`
-decides (default: a valid EXPLORE answer). Every request is recorded (path, headers, decoded JSON body), and
-the server counts the requests in flight. A reply can wait (`delay_s`), drop the connection without
-answering (`drop`), or drop it and then take the whole server down (`die`), after which every connection is
-refused.
-
-`GroundTruthPolicy` answers like a VLM that sees the truth, for end-to-end labelling and fine-tuning tests: it
-finds the key frame by the sha256 of its image bytes in a map the test builds (image hash -> true mode and
-target box), answers the true mode, or with probability `noise` a wrong one (with a lower confidence), and
-names the listed track whose box overlaps the true target's box most.
+Each POST takes the next scripted `Reply` (which may wait, drop the connection or kill the server), else
+asks `policy(request)`; every request is recorded. `GroundTruthPolicy` answers like a VLM that sees the
+truth. Standard library only. More: docs/notes/vlm_labeling.md, "vlm_labeling/fake_server.py".
 """
 
 from __future__ import annotations
@@ -318,7 +308,7 @@ def truth_from_labels(root: Any, labels: str = "expert", config: Any = None) -> 
     """The `GroundTruthPolicy` map for the episodes under `root`: key-frame image sha256 -> Truth from
     labels/<labels>.parquet, target boxes from the steps' `gt_objects` (Arena episodes).
 
-    Key frames are planned and encoded exactly as `pilot label` does with `config` (a run.LabelConfig;
+    Key frames are planned and encoded exactly as `pilot label` does with `config` (a LabelConfig;
     None = its defaults), so the hashes match what the server receives. Imports lazily: the server itself
     needs only the standard library.
     """
@@ -326,7 +316,8 @@ def truth_from_labels(root: Any, labels: str = "expert", config: Any = None) -> 
 
     from bot.recordings.episode import find_episodes, open_episode
     from vlm_labeling.images import encode_image
-    from vlm_labeling.run import LabelConfig, plan_episode, requests
+    from vlm_labeling.label_config import LabelConfig
+    from vlm_labeling.plan import plan_episode, requests
 
     config = config or LabelConfig(data=Path(root))
     truth: dict[str, Truth] = {}

@@ -2,15 +2,9 @@
 
     {"mode": "FIGHT", "confidence": 0.8, "target_id": 7, "rationale": "an NPC is attacking the ship"}
 
-`answer_schema()` is written for OpenAI-style strict structured output: every key required, no extra keys,
-`target_id` nullable through a type list. It holds no numeric bounds (`minimum`/`maximum`) because several
-strict implementations reject keywords outside their subset; `parse_answer` checks the ranges instead. The
-schema is the same for every request (the allowed target ids are checked after the fact, not put in an
-enum) so that servers which compile a grammar per schema (vLLM, llama.cpp) compile it once per run.
-
-`parse_answer` is the only way an answer becomes an `Answer`: each field is checked and anything else raises
-`InvalidAnswer` with the precise reason. `extract_json_object` is the fallback for servers without structured
-output; it finds the one JSON object in prose or a ```json fence and refuses to guess when there are several.
+`answer_schema()` is for strict structured output; `parse_answer` is the only way an answer becomes an
+`Answer` (else InvalidAnswer with the reason); `extract_json_object` finds the one JSON object in prose.
+Why the schema has this shape: docs/notes/vlm_labeling.md, "vlm_labeling/schema.py".
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """One chat-completions POST over the standard library's `http.client`, and the reading of its reply.
 
-Every failure becomes one of the package's errors, with a one-line message that names the URL:
-
-    HTTP error status       -> VLMHTTPError(status, url, body excerpt, Retry-After seconds if given)
-    no bytes for timeout_s  -> VLMTimeout
-    refused / reset / cut   -> VLMConnectionError
-    200 with a body that is not a chat completion -> InvalidAnswer (the client asks again, a bounded number
-                               of times, as for any other unusable answer)
-
-`http.client` rather than `urllib.request`: no redirects or proxy settings from the environment come into
-play, so the request goes exactly to `base_url`. `timeout_s` bounds each socket operation (connect, each
-read), which is what catches a hung server; a server that keeps trickling bytes is not cut off.
-
-The API key is held here only. It goes into the Authorization header and nowhere else, and it is scrubbed
-from every server text this module quotes (a misbehaving proxy may echo request headers).
+Every failure becomes one of the package's errors (VLMHTTPError, VLMTimeout, VLMConnectionError, or
+InvalidAnswer for a 200 that is not a chat completion), with a one-line message naming the URL. The API key
+is held here only, sent in the Authorization header and scrubbed from every server text quoted. Why
+`http.client`: docs/notes/vlm_labeling.md, "vlm_labeling/transport.py".
 """
 
 from __future__ import annotations

@@ -6,14 +6,8 @@
                   given text (found with python-xlib, which pynput installs), paced at a target fps
     ArenaSource   the Arena in-process: frames straight from ArenaEnv, actions applied to it (no screen)
 
-Frames are RGB everywhere in Orbit Pilot (as the episode format stores them). mss returns BGRA; one
-cv2.cvtColor(BGRA2RGB) gives a contiguous RGB copy in ~0.5 ms at 1280x720, where slicing [:, :, :3] would
-make a strided copy ~15x slower (feasibility-here.md 3).
-
-Pacing and dropped frames: MssSource hands out frames on a fixed grid of 1/fps slots. `read()` sleeps until
-the next slot; when the caller comes back late, the slots it missed are counted as dropped (cumulative in
-`Frame.dropped` and `MssSource.dropped`) and the grab happens at once, so a slow consumer lowers the frame
-rate, never the frames' freshness.
+Frames are RGB everywhere. A slow consumer lowers the frame rate, never the frames' freshness: missed 1/fps
+slots are counted as dropped (docs/notes/perception.md, section bot/perception/capture.py).
 """
 
 from __future__ import annotations

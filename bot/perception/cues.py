@@ -2,22 +2,8 @@
 player (its name turns red in the Arena, as in DarkOrbit), is it the player's selected target, is the player
 firing at it (the selection ring's colour). Colours and sizes come from the profile's `cues` (CueSpec).
 
-Why: these decide what an expert does next. A boss in view calls for caution but a boss that attacks calls
-for flight; space toggles the attack, so pressing it is right only while the attack is off. Without them the
-Strategist confused FLEE with CAUTIOUS and the Executor could not know whether space would start or stop
-the attack (benchmarks/RESULTS.md, issue 6).
-
-Per enemy track (other roles get zeros), three numbers in 0..1:
-
-    aggressive  share of the name band's text pixels in the `aggressive` colour (vs `neutral`); the band runs
-                under the box, `name_band` of the frame height tall, `name_reach` box widths beyond each side
-    selected    share of the ring's sample points in the `selected` colour
-    attacking   share of the ring's sample points in the `attacking` colour
-
-The ring is sampled on its left and right arcs only (within 45 degrees of horizontal: the hp bar sits on
-top and the name at the bottom) at RING_ANGLES angles, each at RING_SPAN radii from 0.8 to 1.1 times the
-expected one (the ring is 2 px thin and the detector's boxes come out up to ~20 % larger than the ship), a
-point counting when any of its pixels matches.
+Per enemy track (other roles get zeros), three numbers in 0..1: aggressive, selected, attacking (their
+sampling and why they matter: docs/notes/perception.md, section bot/perception/cues.py).
 """
 
 from __future__ import annotations

@@ -3,29 +3,10 @@
     frame (H, W, 3) RGB ──letterbox──▶ (1, 3, h, w) float ──ONNX Runtime | PyTorch──▶ (1, 4 + nc, A)
         ──NMS (class-aware)──▶ Detections: xyxy (N, 4) frame px, conf (N,), cls (N,) profile class index
 
-Both runtimes share the pre- and post-processing here, so `.onnx` and `.pt` give the same boxes up to float
-rounding. The input shape is fixed per detector: `imgsz` is the long side the model was trained at and the
-short side is the frame's, rounded up to a multiple of 32 (1280x720 at imgsz 320 -> 320x192), which spends
-no compute on the letterbox padding a square input would add. The downscale (INTER_AREA) is `resize_for`,
-the same function the dataset export uses, so training images and live inputs are resampled identically.
-
-HUD mask: a detector trained on exported episodes lists in its config.json the HUD panels (the profile's
-`hud.panels`, frame fractions) that were blanked in every training image; they are blanked the same way
-before inference. The HUD is not part of the world: blanked, it can neither produce false detections nor hide
-half-visible objects the network would have to learn from a handful of examples, and an object under a panel
-is simply not in view (training/detector.py drops the labels of objects mostly under a panel).
-
-A detector folder (what `pilot train detector` writes) holds `config.json` (class names, imgsz, input shape,
-metrics), `best.pt` and `model.onnx`; `Detector.load(folder)` prefers the ONNX file (see `DetectorConfig`).
-
-Offline: `ultralytics_offline()` must run before ultralytics is first imported; everything here that imports
-ultralytics calls it. It sets YOLO_OFFLINE=1 (no connectivity probes), YOLO_AUTOINSTALL=0 (no pip installs
-at run time, e.g. of `lap` for the tracker or `onnx` for export), points YOLO_CONFIG_DIR at a project-owned
-folder (its settings.json, not the user's) and puts a TTF there as Ultralytics/Arial.ttf, because every
-train()/val() calls check_font("Arial.ttf"), which otherwise tries to download it from GitHub even with
-plots=False. The TTF is matplotlib's DejaVuSans (matplotlib is an ultralytics dependency) or the system's.
-Training also passes amp=False (the AMP check would download yolo26n.pt on a GPU) and builds from a model
-YAML, never a *.pt name (which would be downloaded).
+Both runtimes share the pre- and post-processing here. A detector folder (what `pilot train detector`
+writes) holds `config.json`, `best.pt` and `model.onnx`; `Detector.load(folder)` prefers the ONNX file.
+`ultralytics_offline()` must run before ultralytics is first imported. Input shape, HUD mask and offline
+rules: docs/notes/perception.md, section bot/perception/detector.py.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Reads the HUD from a frame with numpy: bar fill fractions (hp, shield) and the player's minimap position.
 
 Regions and colours come from the game profile (`hud:`), as fractions of the frame, so nothing here knows a
-game or a resolution (the original bot hard-coded its HUD boxes, original-system.md 1.5).
-
-Bars: in the bar's region, a pixel is "filled" when its RGB distance to the bar colour is within the
-tolerance; a column is filled when at least `column_fill` of its pixels are; the reading is the fraction of
-filled columns. Counting columns (rather than finding the right end) keeps a reading right when text or an
-icon covers part of the bar. Minimap: the centroid of the pixels of the player marker's colour, as (x, y)
-fractions of the minimap (None when the marker is not found).
+game or a resolution. A bar's reading is the fraction of its filled columns; the minimap position is the
+centroid of the marker colour's pixels (how and why: docs/notes/perception.md, section bot/perception/hud.py).
 """
 
 from __future__ import annotations

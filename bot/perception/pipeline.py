@@ -20,7 +20,8 @@ import numpy as np
 from bot.perception.cues import CueReader
 from bot.perception.detector import Detections, Detector, DetectorConfig
 from bot.perception.hud import HudReader, HudReading
-from bot.perception.state import Observation, StateEncoder, Summarizer
+from bot.perception.state import Observation, StateEncoder
+from bot.perception.summary import Summarizer
 from bot.perception.tracker import Tracker, Tracks
 from bot.profile import GameProfile
 

@@ -1,150 +1,12 @@
-"""The state encoder: tracks + HUD + cursor/player state -> the versioned Observation; a per-second summary.
+"""The state encoder: tracks + HUD + cursor -> the versioned Observation (OBS_SPEC), frame by frame; the same
+code runs on recorded episodes and live, so a model trained from recordings sees live what it was trained on.
 
-    Tracks (bot/perception/tracker.py) ─┐
-    HudReading (bot/perception/hud.py) ─┼─ StateEncoder.encode ──▶ Observation ──▶ Tactician / Executor
-    (every frame)
-    cursor, click, t ────────┘                                │
-                                                 Summarizer ──▶ one summary vector per second ──▶ Strategist
+    Tracks (tracker.py) ─┐
+    HudReading (hud.py) ─┼─ StateEncoder.encode ──▶ Observation ──▶ Tactician / Executor (every frame)
+    cursor, click, t ────┘                              └──▶ Summarizer (summary.py) ──▶ Strategist (1 Hz)
 
-The same encoder runs on recorded episodes (bot/recordings/perceive.py, with the detector's real errors)
-and live, so
-a model trained from recordings sees exactly the features it sees live. Every feature is normalised by the
-frame (positions and sizes by its width / height, distances by its diagonal, velocities in frame widths /
-heights per second), so the numbers mean the same at any capture resolution. Time-based features use the
-frames' timestamps, not a frame count, so a 30 fps recording and a 20 Hz live loop agree.
-
-OBS_SPEC "orbit-obs" version 3: N_MAX = 32 object slots, F_OBJ = 23, F_GLOB = 26, F_SUM = 54 (version 2
-lacked the screen cues of bot/perception/cues.py: objects 20..22, globals 24..25, summary 42..53; version 1
-also lacked
-summary 24..41).
-
-Objects (`Observation.objects`, (N_MAX, F_OBJ) float32) are the tracks whose class role is enemy, loot,
-portal or neutral (never the player; "ignore" classes never reach the tracker). They are sorted by distance
-to the player, ties by track id, and the N_MAX nearest are kept; `mask` marks real rows, padding rows are
-zeros with track_id 0 and cls -1. Objects are identified by `track_id` (persistent across frames), never by
-their slot, whose order changes every frame (original-system.md 1.6).
-
-    index  name          meaning
-    0      x             box centre x / W
-    1      y             box centre y / H
-    2      w             box width / W
-    3      h             box height / H
-    4      dx_player     (x - player x) / W
-    5      dy_player     (y - player y) / H
-    6      dist_player   distance to the player in px / frame diagonal
-    7      dx_cursor     (x - cursor x) / W
-    8      dy_cursor     (y - cursor y) / H
-    9      under_cursor  1 if the cursor is inside the box
-    10     vx            centre velocity, frame widths per second
-    11     vy            centre velocity, frame heights per second
-    12     conf          detector confidence of the last matched detection
-    13     visible       1 if matched in this frame, 0 if lost (box predicted by the Kalman filter)
-    14     lost          seconds since last matched, / 1 s, clipped to [0, 1]
-    15     age           seconds since the track started, / 10 s, clipped to [0, 1]
-    16     is_enemy      role one-hot
-    17     is_loot
-    18     is_portal
-    19     is_neutral
-    -- version 3: what the game draws around an enemy (bot/perception/cues.py; 0 for other roles or without
-    cues) --
-    20     cue_aggressive  share of its name's pixels in the "attacking the player" colour
-    21     cue_selected    share of selection-ring samples in the "selected" colour
-    22     cue_attacking   share of selection-ring samples in the "player attacks it" colour
-
-Global features (`Observation.glob`, (F_GLOB,) float32):
-
-    index  name               meaning
-    0      hp                 hp bar fill 0..1
-    1      shield             shield bar fill 0..1
-    2      hp_rate            hp change per second over the last RATE_WINDOW_S, clipped to [-1, 1]
-    3      shield_rate        shield change per second, same
-    4      player_x           player box centre x / W (the profile's anchor when not detected)
-    5      player_y           player box centre y / H
-    6      player_visible     1 if the player's ship was detected (tracked) in this frame
-    7      player_vx          player velocity on screen, frame widths per second
-    8      player_vy          frame heights per second
-    9      cursor_x           cursor x as a fraction of the game region (the Action's mouse x)
-    10     cursor_y           cursor y fraction
-    11     click              1 if the last action clicked
-    12     map_x              player position on the minimap, 0..1 (0.5 when unknown)
-    13     map_y
-    14     map_valid          1 if the minimap marker was found
-    15     n_enemy            enemies in view / 10, clipped to 1
-    16     n_loot             loot in view / 10, clipped
-    17     n_portal           portals in view / 10, clipped
-    18     near_enemy         distance to the nearest enemy / diagonal (1 when none)
-    19     near_loot          distance to the nearest loot / diagonal (1 when none)
-    20     near_portal        distance to the nearest portal / diagonal (1 when none)
-    21     n_enemy_close      enemies within CLOSE_DIST of the player / 5, clipped
-    22     truncated          1 if more objects were tracked than N_MAX slots
-    23     dt                 seconds since the previous observation, clipped to [0, 1] (0 on the first)
-    24     attack_on          max cue_attacking over the objects: the player's attack is on (space toggles it)
-    25     target_marked      max of cue_selected and cue_attacking over the objects: a target is selected
-
-Per-second summary (`Summarizer`, (F_SUM,) float32, one row per whole second of the observations' time):
-
-    index  name               meaning over the observations of that second
-    0      hp_mean            mean hp
-    1      hp_min             min hp
-    2      hp_last            hp of the last observation
-    3      shield_mean
-    4      shield_last
-    5      hp_delta           hp last - hp first
-    6      shield_delta       shield last - shield first
-    7      n_enemy_mean       mean of glob n_enemy
-    8      n_enemy_max        max of glob n_enemy
-    9      n_loot_mean
-    10     n_portal_mean
-    11     near_enemy_min     min of glob near_enemy
-    12     near_loot_min
-    13     near_portal_min
-    14     close_mean         mean of glob n_enemy_close
-    15     map_x_last         last valid minimap x (0.5 if none)
-    16     map_y_last
-    17     map_speed          minimap distance travelled / second * 10, clipped to 1
-    18     cursor_travel      cursor path length (region fractions) / second / 5, clipped to 1
-    19     clicks             clicks / second / 10, clipped to 1
-    20     enemy_frames       fraction of observations with an enemy in view
-    21     loot_frames        fraction of observations with loot in view
-    22     player_frames      fraction of observations with the player detected
-    23     new_tracks         object track ids first seen this second / 10, clipped to 1
-    -- version 2: what drives a mode change (threat of what is in view, being hit), game-agnostic --
-    24     threat_max         max over the second of the highest class threat in view (profile `threat`, 0..1)
-    25     threat_sum_mean    mean of the summed threat of the objects in view / 3, clipped to 1
-    26     threat_close_mean  mean of the summed threat of the objects within CLOSE_DIST / 3, clipped
-    27     threat_last        summed threat in view at the last observation / 3, clipped
-    28     top_frames         fraction of observations with an object of the most threatening class in view
-    29     top_last           1 if the last observation has one
-    30     top_near_min       min distance to one / diagonal (1 when none)
-    31     strong_mean        mean count of objects with threat >= STRONG_THREAT in view / 5, clipped
-    32     strong_last        that count at the last observation / 5, clipped
-    33     strong_close_last  those within CLOSE_DIST at the last observation / 5, clipped
-    34     hp_hit_frames      fraction of observations with hp_rate < 0 (being hit)
-    35     shield_hit_frames  fraction of observations with shield_rate < 0
-    36     hp_rate_min        min glob hp_rate (per s, -1..1)
-    37     shield_rate_min    min glob shield_rate
-    38     hp_rate_last       glob hp_rate at the last observation
-    39     close_max          max of glob n_enemy_close
-    40     close_last         glob n_enemy_close at the last observation
-    41     n_enemy_last       glob n_enemy at the last observation
-    -- version 3: who attacks the player, and the player's own attack (bot/perception/cues.py) --
-    42     aggro_mean         mean count of objects with cue_aggressive >= CUE_ON / 5, clipped
-    43     aggro_last         that count at the last observation / 5, clipped
-    44     aggro_threat_max   max over the second of the highest class threat among those objects
-    45     aggro_threat_last  that at the last observation
-    46     attack_frames      fraction of observations with attack_on >= CUE_ON
-    47     marked_last        1 if target_marked >= CUE_ON at the last observation
-    48     top_aggro_last     1 if an object of the most threatening class is aggressive at the last one
-    49     top_marked_last    1 if one is the marked target (selected or attacked) at the last observation
-    50     hunted_last        1 if an aggressive one is not the marked target at the last observation (what
-                          sends an expert running: a boss that attacks while the player is not fighting it)
-    51     hunted_frames      fraction of observations where that holds
-    52     near_enemy_last    glob near_enemy at the last observation (what decides loot-or-fight now)
-    53     near_loot_last     glob near_loot at the last observation
-
-Threat comes from the profile (`GameProfile.class_threats`, one number per class, by role when the profile
-gives none); "the most threatening class" is every class whose threat equals the profile's highest (> 0).
-A Summarizer built without threats (tests, tools) gives every enemy object DEFAULT_THREAT["enemy"].
+Each feature's meaning is written beside its name below. Why the layout is as it is, and its versions:
+docs/notes/perception.md, section bot/perception/state.py.
 """
 
 from __future__ import annotations
@@ -158,30 +20,135 @@ import numpy as np
 from bot.errors import PerceptionError
 from bot.perception.hud import HudReading
 from bot.perception.tracker import Tracks
-from bot.profile import DEFAULT_THREAT, OBJECT_ROLES, GameProfile
+from bot.profile import OBJECT_ROLES, GameProfile
 
+# Positions and sizes are fractions of the frame's width W / height H, distances of its diagonal, velocities
+# frame widths / heights per second, times from the frames' timestamps: the same at any resolution and rate.
+
+# fmt: off
+# Objects (Observation.objects, (N_MAX, F_OBJ) float32): the tracks of role enemy, loot, portal or neutral,
+# nearest the player first (ties by track id), N_MAX kept; padding rows are zeros. Slots reorder every frame:
+# an object is known by its track_id.
 OBJ_FEATURES: tuple[str, ...] = (
-    "x", "y", "w", "h", "dx_player", "dy_player", "dist_player", "dx_cursor", "dy_cursor", "under_cursor",
-    "vx", "vy", "conf", "visible", "lost", "age", "is_enemy", "is_loot", "is_portal", "is_neutral",
-    "cue_aggressive", "cue_selected", "cue_attacking",
-)  # fmt: skip
+    "x",                #  0 box centre x / W
+    "y",                #  1 box centre y / H
+    "w",                #  2 box width / W
+    "h",                #  3 box height / H
+    "dx_player",        #  4 (x - player x) / W
+    "dy_player",        #  5 (y - player y) / H
+    "dist_player",      #  6 distance to the player in px / frame diagonal
+    "dx_cursor",        #  7 (x - cursor x) / W
+    "dy_cursor",        #  8 (y - cursor y) / H
+    "under_cursor",     #  9 1 if the cursor is inside the box
+    "vx",               # 10 centre velocity, frame widths per second
+    "vy",               # 11 centre velocity, frame heights per second
+    "conf",             # 12 detector confidence of the last matched detection
+    "visible",          # 13 1 if matched in this frame, 0 if lost (box predicted by the Kalman filter)
+    "lost",             # 14 seconds since last matched, / 1 s, clipped to [0, 1]
+    "age",              # 15 seconds since the track started, / 10 s, clipped to [0, 1]
+    "is_enemy",         # 16 role one-hot: enemy
+    "is_loot",          # 17 role one-hot: loot
+    "is_portal",        # 18 role one-hot: portal
+    "is_neutral",       # 19 role one-hot: neutral
+    # version 3: what the game draws around an enemy (bot/perception/cues.py; 0 for other roles or
+    # without cues)
+    "cue_aggressive",   # 20 share of its name's pixels in the "attacking the player" colour
+    "cue_selected",     # 21 share of selection-ring samples in the "selected" colour
+    "cue_attacking",    # 22 share of selection-ring samples in the "player attacks it" colour
+)
+# Global features (Observation.glob, (F_GLOB,) float32).
 GLOB_FEATURES: tuple[str, ...] = (
-    "hp", "shield", "hp_rate", "shield_rate", "player_x", "player_y", "player_visible", "player_vx",
-    "player_vy", "cursor_x", "cursor_y", "click", "map_x", "map_y", "map_valid", "n_enemy", "n_loot",
-    "n_portal", "near_enemy", "near_loot", "near_portal", "n_enemy_close", "truncated", "dt", "attack_on",
-    "target_marked",
-)  # fmt: skip
+    "hp",               #  0 hp bar fill 0..1
+    "shield",           #  1 shield bar fill 0..1
+    "hp_rate",          #  2 hp change per second over the last RATE_WINDOW_S, clipped to [-1, 1]
+    "shield_rate",      #  3 shield change per second, same
+    "player_x",         #  4 player box centre x / W (the profile's anchor when not detected)
+    "player_y",         #  5 player box centre y / H
+    "player_visible",   #  6 1 if the player's ship was detected (tracked) in this frame
+    "player_vx",        #  7 player velocity on screen, frame widths per second
+    "player_vy",        #  8 frame heights per second
+    "cursor_x",         #  9 cursor x as a fraction of the game region (the Action's mouse x)
+    "cursor_y",         # 10 cursor y fraction
+    "click",            # 11 1 if the last action clicked
+    "map_x",            # 12 player position on the minimap, 0..1 (0.5 when unknown)
+    "map_y",            # 13 player y on the minimap, same
+    "map_valid",        # 14 1 if the minimap marker was found
+    "n_enemy",          # 15 enemies in view / 10, clipped to 1
+    "n_loot",           # 16 loot in view / 10, clipped
+    "n_portal",         # 17 portals in view / 10, clipped
+    "near_enemy",       # 18 distance to the nearest enemy / diagonal (1 when none)
+    "near_loot",        # 19 distance to the nearest loot / diagonal (1 when none)
+    "near_portal",      # 20 distance to the nearest portal / diagonal (1 when none)
+    "n_enemy_close",    # 21 enemies within CLOSE_DIST of the player / 5, clipped
+    "truncated",        # 22 1 if more objects were tracked than N_MAX slots
+    "dt",               # 23 seconds since the previous observation, clipped to [0, 1] (0 on the first)
+    "attack_on",        # 24 max cue_attacking over the objects: the player's attack is on (space toggles it)
+    "target_marked",    # 25 max of cue_selected and cue_attacking over the objects: a target is selected
+)
+# Per-second summary (summary.py Summarizer, (F_SUM,) float32), over the observations of one whole second.
+# "The most threatening class": every class whose profile threat equals the highest (> 0).
 SUMMARY_FEATURES: tuple[str, ...] = (
-    "hp_mean", "hp_min", "hp_last", "shield_mean", "shield_last", "hp_delta", "shield_delta",
-    "n_enemy_mean", "n_enemy_max", "n_loot_mean", "n_portal_mean", "near_enemy_min", "near_loot_min",
-    "near_portal_min", "close_mean", "map_x_last", "map_y_last", "map_speed", "cursor_travel", "clicks",
-    "enemy_frames", "loot_frames", "player_frames", "new_tracks", "threat_max", "threat_sum_mean",
-    "threat_close_mean", "threat_last", "top_frames", "top_last", "top_near_min", "strong_mean",
-    "strong_last", "strong_close_last", "hp_hit_frames", "shield_hit_frames", "hp_rate_min",
-    "shield_rate_min", "hp_rate_last", "close_max", "close_last", "n_enemy_last", "aggro_mean", "aggro_last",
-    "aggro_threat_max", "aggro_threat_last", "attack_frames", "marked_last", "top_aggro_last",
-    "top_marked_last", "hunted_last", "hunted_frames", "near_enemy_last", "near_loot_last",
-)  # fmt: skip
+    "hp_mean",             #  0 mean hp
+    "hp_min",              #  1 min hp
+    "hp_last",             #  2 hp of the last observation
+    "shield_mean",         #  3 mean shield
+    "shield_last",         #  4 shield of the last observation
+    "hp_delta",            #  5 hp last - hp first
+    "shield_delta",        #  6 shield last - shield first
+    "n_enemy_mean",        #  7 mean of glob n_enemy
+    "n_enemy_max",         #  8 max of glob n_enemy
+    "n_loot_mean",         #  9 mean of glob n_loot
+    "n_portal_mean",       # 10 mean of glob n_portal
+    "near_enemy_min",      # 11 min of glob near_enemy
+    "near_loot_min",       # 12 min of glob near_loot
+    "near_portal_min",     # 13 min of glob near_portal
+    "close_mean",          # 14 mean of glob n_enemy_close
+    "map_x_last",          # 15 last valid minimap x (0.5 if none)
+    "map_y_last",          # 16 last valid minimap y (0.5 if none)
+    "map_speed",           # 17 minimap distance travelled / second * 10, clipped to 1
+    "cursor_travel",       # 18 cursor path length (region fractions) / second / 5, clipped to 1
+    "clicks",              # 19 clicks / second / 10, clipped to 1
+    "enemy_frames",        # 20 fraction of observations with an enemy in view
+    "loot_frames",         # 21 fraction of observations with loot in view
+    "player_frames",       # 22 fraction of observations with the player detected
+    "new_tracks",          # 23 object track ids first seen this second / 10, clipped to 1
+    # version 2: what drives a mode change (threat of what is in view, being hit), game-agnostic
+    "threat_max",          # 24 max over the second of the highest class threat in view (profile `threat`,
+                           #    0..1)
+    "threat_sum_mean",     # 25 mean of the summed threat of the objects in view / 3, clipped to 1
+    "threat_close_mean",   # 26 mean of the summed threat of the objects within CLOSE_DIST / 3, clipped
+    "threat_last",         # 27 summed threat in view at the last observation / 3, clipped
+    "top_frames",          # 28 fraction of observations with an object of the most threatening class in view
+    "top_last",            # 29 1 if the last observation has one
+    "top_near_min",        # 30 min distance to one / diagonal (1 when none)
+    "strong_mean",         # 31 mean count of objects with threat >= STRONG_THREAT in view / 5, clipped
+    "strong_last",         # 32 that count at the last observation / 5, clipped
+    "strong_close_last",   # 33 those within CLOSE_DIST at the last observation / 5, clipped
+    "hp_hit_frames",       # 34 fraction of observations with hp_rate < 0 (being hit)
+    "shield_hit_frames",   # 35 fraction of observations with shield_rate < 0
+    "hp_rate_min",         # 36 min glob hp_rate (per s, -1..1)
+    "shield_rate_min",     # 37 min glob shield_rate
+    "hp_rate_last",        # 38 glob hp_rate at the last observation
+    "close_max",           # 39 max of glob n_enemy_close
+    "close_last",          # 40 glob n_enemy_close at the last observation
+    "n_enemy_last",        # 41 glob n_enemy at the last observation
+    # version 3: who attacks the player, and the player's own attack (bot/perception/cues.py)
+    "aggro_mean",          # 42 mean count of objects with cue_aggressive >= CUE_ON / 5, clipped
+    "aggro_last",          # 43 that count at the last observation / 5, clipped
+    "aggro_threat_max",    # 44 max over the second of the highest class threat among those objects
+    "aggro_threat_last",   # 45 that at the last observation
+    "attack_frames",       # 46 fraction of observations with attack_on >= CUE_ON
+    "marked_last",         # 47 1 if target_marked >= CUE_ON at the last observation
+    "top_aggro_last",      # 48 1 if an object of the most threatening class is aggressive at the last one
+    "top_marked_last",     # 49 1 if one is the marked target (selected or attacked) at the last observation
+    "hunted_last",         # 50 1 if an aggressive one is not the marked target at the last observation (what
+                           #    sends an expert running: a boss that attacks while the player is not fighting
+                           #    it)
+    "hunted_frames",       # 51 fraction of observations where that holds
+    "near_enemy_last",     # 52 glob near_enemy at the last observation (what decides loot-or-fight now)
+    "near_loot_last",      # 53 glob near_loot at the last observation
+)
+# fmt: on
 N_MAX = 32
 RATE_WINDOW_S = 1.0  # s over which hp_rate / shield_rate are measured
 CLOSE_DIST = 0.25  # fraction of the frame diagonal that counts as "close" to the player
@@ -244,7 +211,7 @@ OBS_SPEC = ObsSpec()
 
 @dataclass
 class Observation:
-    """What the policy sees in one frame (layout: the module docstring)."""
+    """What the policy sees in one frame (layout: OBJ_FEATURES and GLOB_FEATURES above)."""
 
     objects: np.ndarray  # (N_MAX, F_OBJ) float32
     mask: np.ndarray  # (N_MAX,) bool, True = a real object
@@ -390,199 +357,3 @@ class StateEncoder:
         g[23] = 0.0 if self._last_t is None else _clip(t - self._last_t)
         self._last_t = t
         return g
-
-
-class Summarizer:
-    """One summary vector per whole second of observation time, for the Strategist (layout: module docstring).
-
-    `add(obs)` returns the finished second's vector when `obs` is the first of a new second, else None;
-    `flush()` returns the vector of the second in progress. Live and offline use the same code path
-    (bot/recordings/perceive.py `Perception` builds it with `class_threat=profile.class_threats`).
-    """
-
-    def __init__(self, class_threat: tuple[float, ...] | list[float] | np.ndarray | None = None) -> None:
-        """`class_threat`: threat (0..1) per profile class index; None = DEFAULT_THREAT for every enemy."""
-        self._threat = None if class_threat is None else np.asarray(class_threat, np.float32)
-        if self._threat is not None and (
-            self._threat.ndim != 1 or not np.all((self._threat >= 0) & (self._threat <= 1))
-        ):
-            raise ValueError(f"class_threat: expected one number in [0, 1] per class, got {class_threat!r}")
-        top = float(self._threat.max()) if self._threat is not None and len(self._threat) else 0.0
-        self._top = self._threat >= top if top > 0 else None  # (C,) the most threatening classes
-        self.reset()
-
-    def reset(self) -> None:
-        self._second: int | None = None
-        self._rows: list[Observation] = []
-        self._seen: set[int] = set()
-        self._last_map = (0.5, 0.5)
-
-    def add(self, obs: Observation) -> np.ndarray | None:
-        second = math.floor(obs.t)
-        out = None
-        if self._second is not None and second != self._second and self._rows:
-            out = self.flush()
-        self._second = second
-        self._rows.append(obs)
-        return out
-
-    def flush(self) -> np.ndarray | None:
-        if not self._rows:
-            return None
-        vector = self._summarize(self._rows)
-        self._rows = []
-        return vector
-
-    def _summarize(self, rows: list[Observation]) -> np.ndarray:
-        g = np.stack([o.glob for o in rows])  # (n, F_GLOB)
-        col = {name: g[:, i] for name, i in GLOB.items()}
-        s = np.zeros(len(SUMMARY_FEATURES), np.float32)
-        hp, shield = col["hp"], col["shield"]
-        s[0:7] = (
-            hp.mean(),
-            hp.min(),
-            hp[-1],
-            shield.mean(),
-            shield[-1],
-            hp[-1] - hp[0],
-            shield[-1] - shield[0],
-        )
-        s[7:11] = col["n_enemy"].mean(), col["n_enemy"].max(), col["n_loot"].mean(), col["n_portal"].mean()
-        s[11:14] = col["near_enemy"].min(), col["near_loot"].min(), col["near_portal"].min()
-        s[14] = col["n_enemy_close"].mean()
-        maps = np.stack([col["map_x"], col["map_y"]], axis=1)[col["map_valid"] > 0]  # (m, 2)
-        if len(maps):
-            self._last_map = (float(maps[-1, 0]), float(maps[-1, 1]))
-        s[15:17] = self._last_map
-        n = len(rows)  # the window covers n frame intervals: n - 1 between its first and last, plus one
-        span = (rows[-1].t - rows[0].t) * n / (n - 1) if n > 1 and rows[-1].t > rows[0].t else 1.0
-        s[17] = min(_path_length(maps) / span * 10.0, 1.0)
-        s[18] = min(_path_length(np.stack([col["cursor_x"], col["cursor_y"]], axis=1)) / span / 5.0, 1.0)
-        s[19] = min(col["click"].sum() / span / 10.0, 1.0)
-        s[20:23] = (col["n_enemy"] > 0).mean(), (col["n_loot"] > 0).mean(), col["player_visible"].mean()
-        ids = {int(i) for o in rows for i in o.track_id[o.mask]}
-        s[23] = min(len(ids - self._seen) / 10.0, 1.0)
-        self._seen |= ids
-        threats = [self._threats(obs) for obs in rows]  # (threat, top) per observation, read twice below
-        s[24:34] = self._threat_features(rows, threats)
-        s[34:42] = _hit_features(col)
-        s[42:52] = self._cue_features(rows, threats, col)
-        s[52:54] = col["near_enemy"][-1], col["near_loot"][-1]
-        return s
-
-    def _threats(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
-        """(threat, is of a most threatening class) of each real object of `obs`."""
-        if self._threat is None:
-            threat = obs.objects[obs.mask, OBJ["is_enemy"]] * DEFAULT_THREAT["enemy"]
-            return threat, np.zeros(len(threat), bool)
-        cls = obs.cls[obs.mask]
-        known = (cls >= 0) & (cls < len(self._threat))  # a class the profile lacks counts as harmless
-        threat = np.where(known, self._threat[np.clip(cls, 0, len(self._threat) - 1)], 0.0)
-        top = (
-            known & self._top[np.clip(cls, 0, len(self._top) - 1)] if self._top is not None else known & False
-        )
-        return threat.astype(np.float32), top
-
-    def _threat_features(self, rows: list[Observation], threats: list) -> np.ndarray:
-        """Indices 24..33 of the summary: per-observation threat statistics, then over the second."""
-        per = np.zeros((len(rows), 7), np.float32)  # max, sum, close sum, top, top dist, strong, strong close
-        for i, (obs, (threat, top)) in enumerate(zip(rows, threats)):
-            dist = obs.objects[obs.mask, OBJ["dist_player"]]
-            close, strong = dist < CLOSE_DIST, threat >= STRONG_THREAT
-            per[i] = (
-                threat.max(initial=0.0),
-                threat.sum(),
-                threat[close].sum(),
-                float(top.any()),
-                min(float(dist[top].min(initial=1.0)), 1.0),
-                strong.sum(),
-                (strong & close).sum(),
-            )
-        return np.array(
-            [
-                per[:, 0].max(),
-                min(per[:, 1].mean() / 3.0, 1.0),
-                min(per[:, 2].mean() / 3.0, 1.0),
-                min(per[-1, 1] / 3.0, 1.0),
-                per[:, 3].mean(),
-                per[-1, 3],
-                per[:, 4].min(),
-                min(per[:, 5].mean() / 5.0, 1.0),
-                min(per[-1, 5] / 5.0, 1.0),
-                min(per[-1, 6] / 5.0, 1.0),
-            ],
-            np.float32,
-        )
-
-    def _cue_features(self, rows: list[Observation], threats: list, col: dict[str, np.ndarray]) -> np.ndarray:
-        """Indices 42..51 of the summary: who attacks the player, the player's own attack and target."""
-        # per observation: count and top threat of the aggressive objects; top class: angry, marked, hunted
-        per = np.zeros((len(rows), 5), np.float32)
-        for i, (obs, (threat, top)) in enumerate(zip(rows, threats)):
-            objects = obs.objects[obs.mask]
-            angry = objects[:, OBJ["cue_aggressive"]] >= CUE_ON
-            marked = objects[:, OBJ["cue_selected"] :].max(axis=1, initial=0.0) >= CUE_ON
-            per[i] = (
-                angry.sum(),
-                threat[angry].max(initial=0.0),
-                (top & angry).any(),
-                (top & marked).any(),
-                (top & angry & ~marked).any(),
-            )
-        return np.array(
-            [
-                min(per[:, 0].mean() / 5.0, 1.0),
-                min(per[-1, 0] / 5.0, 1.0),
-                per[:, 1].max(),
-                per[-1, 1],
-                (col["attack_on"] >= CUE_ON).mean(),
-                float(col["target_marked"][-1] >= CUE_ON),
-                per[-1, 2],
-                per[-1, 3],
-                per[-1, 4],
-                per[:, 4].mean(),
-            ],
-            np.float32,
-        )
-
-
-def _hit_features(col: dict[str, np.ndarray]) -> np.ndarray:
-    """Indices 34..41 of the summary: being hit, and the close enemies, from the global features."""
-    hp_rate, shield_rate = col["hp_rate"], col["shield_rate"]
-    return np.array(
-        [
-            (hp_rate < 0).mean(),
-            (shield_rate < 0).mean(),
-            hp_rate.min(),
-            shield_rate.min(),
-            hp_rate[-1],
-            col["n_enemy_close"].max(),
-            col["n_enemy_close"][-1],
-            col["n_enemy"][-1],
-        ],
-        np.float32,
-    )
-
-
-def _path_length(points: np.ndarray) -> float:
-    """Length of the polyline through (n, 2) points."""
-    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) if len(points) > 1 else 0.0
-
-
-def summarize(
-    observations: list[Observation], class_threat: tuple[float, ...] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(summaries (S, F_SUM), index of the last observation of each second) for a whole sequence."""
-    summarizer, vectors, ends = Summarizer(class_threat), [], []
-    for i, obs in enumerate(observations):
-        vector = summarizer.add(obs)
-        if vector is not None:
-            vectors.append(vector)
-            ends.append(i - 1)
-    last = summarizer.flush()
-    if last is not None:
-        vectors.append(last)
-        ends.append(len(observations) - 1)
-    if not vectors:
-        return np.zeros((0, len(SUMMARY_FEATURES)), np.float32), np.zeros(0, np.int64)
-    return np.stack(vectors), np.asarray(ends, np.int64)

@@ -3,20 +3,9 @@
     Detections ──drop "ignore" classes──▶ BYTETracker.update (Kalman + two-stage Hungarian matching)
         ──▶ Tracks: id, box, conf, class (by vote), visible/lost, age, velocity
 
-Recording-time perception (bot/recordings/perceive.py) and live play build their Tracker from the same
-profile section
-(`tracker:`), so the tracking features a model is trained on are the ones it sees live; the original bot used
-different settings in its recorder and its live loop (original-system.md 1.4). Durations are configured in
-seconds and turned into frames with the source's frame rate, so a 30 fps recording and a 20 Hz live loop
-keep lost tracks for the same time.
-
-What this adds around BYTETracker (which is used as is, not re-implemented):
-- a track's class is the confidence-weighted vote over its matched detections, so one misclassified frame
-  does not change what a track is (ByteTrack copies the latest detection's class);
-- lost tracks stay in the output for `keep_lost_s` at their Kalman-predicted box with visible=False, so a
-  target that flickers out for a frame keeps its id in the Observation;
-- velocity in px/s from timestamps (an exponential average with time constant VELOCITY_TAU_S), and age and
-  time-since-seen in seconds.
+Recordings and live play build their Tracker from the same profile section (`tracker:`); durations are in
+seconds. What this adds around BYTETracker, and why: docs/notes/perception.md, section
+bot/perception/tracker.py.
 """
 
 from __future__ import annotations

@@ -1,31 +1,8 @@
 """`pilot dagger`: the bot plays the Arena with a policy bundle while the scripted expert says, on every
-frame, what it would have done; each episode is written with both, ready to train on (DAgger, Ross et al.
-2011).
-
-Behavioural cloning learns only the states the expert visits; the bot drifts off them and has never seen how
-to recover. DAgger records the states the *bot* reaches and labels them with the expert's answer there:
-
-    ArenaSource ──frame──▶ Perception ──▶ PolicyRunner ──bot action──▶ the game (the bot drives)
-         │ ground truth                                    │
-         └──────────▶ Expert.act ──expert action, mode, target (labels only)
-                                                           ▼
-    <out>/dagger-<seed>/  meta.json (source "bot"), video.mp4, steps.parquet (the bot's actions, ground
-                          truth, expert_mouse_x/y, expert_click, expert_key), labels/expert.parquet,
-                          perception/ (the bot's own live Observations, as `pilot perceive` would store them)
-
-Training on these episodes (`--data.extra-data`) takes labels/expert.parquet as mode and target labels and
-the expert columns as the Executor's targets (training/datasets.py), while the inputs are what the bot saw
-and did. The expert is stateful (its cursor path, mode hysteresis, reaction delays, timers): it runs every
-frame on the game the bot steers. Its *modes* there are sound labels (a function of the state it sees). Its
-clicks and keys are not what it would do in that state: they react to its own earlier clicks and keys,
-which never reached the game. Measured on 24 episodes (seeds 5000-5023): the expert asks for the attack
-0.8 times a minute (5.2 in its own demos: the bot has already switched it on by the time the expert's
-reaction delay is over) and clicks twice as often (its clicks have no effect, so it clicks again). An
-Executor trained on those labels stopped attacking (bot/expert credits 0.56 -> 0.28 over 18 unseen seeds),
-so `pilot train policy` gives DAgger episodes to the Strategist only by default (`extra_data_models`).
-
-Seeds default to 5000.. (demos use 0.., held-out 2000.., eval 1000.., tuning 3000..). An episode already
-complete on disk (with its perception) is kept, so an interrupted run resumes where it stopped.
+frame, what it would have done (DAgger, Ross et al. 2011, https://arxiv.org/abs/1011.0686). Each episode
+(`<out>/dagger-<seed>/`) holds the bot's actions and perception, the expert's actions (expert_* step
+columns) and labels/expert.parquet; a complete episode on disk is kept, so a rerun resumes. What these
+labels are worth: docs/notes/play.md.
 
 Examples:
     pilot dagger --policy data/pretrained/arena --out data/recordings/arena-dagger --episodes 16
@@ -46,7 +23,6 @@ from bot.errors import EpisodeError, PerceptionError
 from bot.play.demos import STEP_COLUMNS, arena_step_row, episode_skill
 from bot.play.evaluate import BotPlayer, EvalConfig, arena_config
 from bot.play.workers import play_seeds
-from bot.policy.runner import SNAP_BOXES
 from bot.recordings.episode import EpisodeMeta, EpisodeWriter, open_episode
 from bot.recordings.perceive import perception_meta
 from bot.recordings.perceived import FOLDER, PerceptionRecorder, perception_info
@@ -72,7 +48,7 @@ class DaggerConfig:
     fps: int = 30  # game frames per second
     skill_min: float = 0.6  # the labelling expert's skill is drawn per seed, as in `pilot demos`
     skill_max: float = 1.0
-    snap: float = SNAP_BOXES  # the bot's aim snap, as in `pilot eval` (box sizes, 0 = off)
+    snap: float | None = None  # the bot's aim snap in box sizes, as in `pilot eval` (None = the bundle's)
     runtime: str = "auto"  # detector runtime: auto, onnx, torch
     threads: int = 1  # torch and detector threads per process
     crf: int = 20  # H.264 quality of the recorded video
@@ -125,12 +101,13 @@ class DaggerTap:
         skill = episode_skill(cfg, seed)  # the draw `pilot demos` makes (reads skill_min / skill_max)
         self.expert = Expert(ExpertConfig.matching(view, skill=skill, seed=seed))  # reset with `seed`
         self.directory, self.player, self.cfg = directory, player, cfg
+        dagger = {"labels": "expert", "expert": asdict(self.expert.cfg), "snap": player.runner.snap}
         meta = EpisodeMeta(
             game="arena", source="bot", fps=cfg.fps, width=cfg.width, height=cfg.height,
             keys=list(spec.KEYS), modes=list(spec.MODES), classes=list(spec.CLASSES), seed=seed,
             extra={
                 "policy": str(cfg.policy),
-                "dagger": {"labels": "expert", "expert": asdict(self.expert.cfg), "snap": cfg.snap},
+                "dagger": dagger,
                 "arena": asdict(view),
                 "arena_spec_version": spec.SPEC_VERSION,
             },

@@ -1,13 +1,7 @@
-"""`pilot demo`: the main job on the built-in Arena, what `scripts/demo.sh` runs for a newcomer.
-
-The bot plays the Arena with the shipped policy (data/pretrained/arena):
-
-1. With a display (and `--window auto|on`): the Arena opens in a real window and `pilot run` plays it
-   through the screen (mss), the mouse and the keyboard (pynput) for `--live-seconds`. For safety the bot
-   waits for the start hotkey F9 (F10 pauses, F12 stops it for good), as `pilot run` always does.
-2. Always: `pilot eval` plays unseen seeds in-process (lock-step, the same perception and policy code), writes
-   the first episode as an overlay video (boxes, track ids, HUD values, mode probabilities, target, cursor
-   path) to `<out>/overlay.mp4`, and prints the bot / expert / random table with the per-stage latency.
+"""`pilot demo`, what `scripts/demo.sh` runs for a newcomer: the bot plays the Arena with the shipped policy
+(data/pretrained/arena), first live in a window when a display exists (`pilot run` through the screen, mouse
+and keyboard; it waits for F9), then in-process on unseen seeds (`pilot eval`), writing `<out>/overlay.mp4`
+and printing the bot / expert / random table. More: docs/notes/play.md.
 
 Examples:
     pilot demo                                      # 3 seeds x 60 s, window if a display exists

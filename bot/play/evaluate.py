@@ -1,20 +1,7 @@
-"""`pilot eval`: a policy bundle plays the Arena in-process; its score is compared with the expert's and a
-random policy's on the same unseen seeds, with the bot's decision rates and per-stage latency.
-
-    ArenaSource ──frame──▶ Perception (the bundle's detector) ──step──▶ PolicyRunner ──Decision──┐
-         ▲                      ▲ cursor, click of the previous action                          │
-         └──────────────────────┴────────────── source.apply(decision.action()) ◀───────────────┘
-
-Lock-step: the game waits for the bot, so scores do not depend on the machine's speed; latency is measured
-per frame and per stage (detect, track, hud, encode, strategist, tactician, executor; `total` is the whole
-perception + policy step, `arena` the game's own simulation and drawing, not part of the bot). As in a
-recording (bot/recordings/perceive.py `cursor_before`), each frame is perceived with the cursor and click
-of the action
-chosen on the frame before. The expert and the random policy read the game's ground truth (no rendering);
-the bot sees only pixels.
-
-Seeds `seed .. seed + episodes - 1`; the default 1000 keeps clear of demonstration seeds (`pilot demos`
-starts at 0), and a seed whose episode the bundle was trained on is warned about.
+"""`pilot eval`: a policy bundle plays the Arena in-process, lock-step (the game waits for the bot, so scores
+do not depend on the machine's speed); its score is compared with the expert's and a random policy's on the
+same unseen seeds, with the bot's decision rates and per-stage latency. Why it is built so:
+docs/notes/play.md.
 
 Examples:
     pilot eval --policy data/pretrained/arena --episodes 3 --seconds 60
@@ -38,8 +25,9 @@ import numpy as np
 import tyro
 
 from bot.play.workers import play_seeds
-from bot.policy.runner import SNAP_BOXES, PolicyBundle, PolicyRunner
-from bot.policy.runner import STAGES as POLICY_STAGES
+from bot.policy.bundle import STAGES as POLICY_STAGES
+from bot.policy.bundle import PolicyBundle
+from bot.policy.runner import PolicyRunner
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +50,9 @@ class EvalConfig:
     height: int = 720  # px
     zoom: float = 1.0  # Arena view scale (0.5 at 640x360 shows the world area of 1280x720 at 1.0)
     fps: int = 30  # game frames per second
-    tactician_hz: float = 10.0  # Tactician decisions per game second (as trained)
+    tactician_hz: float | None = None  # Tactician decisions per game second (None = the bundle's)
     sample: bool = False  # sample actions and targets instead of taking the most likely
-    snap: float = SNAP_BOXES  # aim at the target's centre within this many box sizes of it (0 = off)
+    snap: float | None = None  # aim at the target's centre within this many box sizes (None = the bundle's)
     runtime: str = "auto"  # detector runtime: auto, onnx, torch
     threads: int = 1  # torch and detector threads per process (1 is fastest on a shared CPU)
     baselines: bool = True  # also play the expert and the random policy on the same seeds
@@ -78,9 +66,11 @@ class EvalConfig:
         for name in ("episodes", "workers", "width", "height", "fps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("seconds", "zoom", "tactician_hz"):
+        for name in ("seconds", "zoom"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')}: expected > 0, got {getattr(self, name)}")
+                raise ValueError(f"--{name}: expected > 0, got {getattr(self, name)}")
+        if self.tactician_hz is not None and not self.tactician_hz > 0:
+            raise ValueError(f"--tactician-hz: expected > 0, got {self.tactician_hz}")
         if self.width % 2 or self.height % 2:
             raise ValueError(
                 f"--width/--height: expected even numbers (H.264), got {self.width}x{self.height}"
@@ -153,7 +143,7 @@ class BotPlayer:
         """pilot run's input driver in game time (None with --hand direct)."""
         if self.cfg.hand == "direct":
             return None
-        from bot.control.input import LockstepHand
+        from bot.control.lockstep import LockstepHand
 
         profile = self.bundle.profile
         keys = [k.key or "" if i else "" for i, k in enumerate(profile.keys)]

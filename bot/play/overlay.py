@@ -1,28 +1,40 @@
-"""Draws what the pilot saw and decided onto a copy of a frame, so a person can watch it afterwards:
-object boxes with class and track id (and the screen cues read for it: "!" attacks the player, "SEL" the
-player's selected target, "ATK" the one the player fires at), the selected target, HUD values, the mode
-(with probabilities when a model gives them), the cursor and its recent path, and a status line. OpenCV's
-built-in Hershey font only.
+"""The overlay: what the pilot saw and decided, drawn onto a copy of a frame so a person can watch it
+afterwards (object boxes with class, track id and screen cues, the target, HUD values, the mode and its
+probabilities, the cursor path, a status line; OpenCV's Hershey font only), and `pilot run`'s live overlay,
+written to an mp4 or shown in a pygame window beside the game region.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import zlib
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from bot.errors import PilotError
 from bot.perception.cues import CUE_NAMES
 from bot.perception.state import CUE_ON
+from bot.profile import GameProfile
+
+if TYPE_CHECKING:  # torch and the detector stack: imported for the annotations only
+    from bot.perception.pipeline import PerceptionStep
+    from bot.policy.runner import Decision
+    from bot.recordings.video import VideoWriter
+
+log = logging.getLogger(__name__)
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 TARGET_COLOUR = (255, 60, 60)  # RGB
 CURSOR_COLOUR = (255, 255, 0)
 TEXT_COLOUR = (235, 235, 235)
 CUE_MARKS = {"aggressive": " !", "selected": " SEL", "attacking": " ATK"}
+Region = tuple[int, int, int, int]  # left, top, width, height (screen px)
 
 
 @dataclass
@@ -108,3 +120,119 @@ def _draw_panel(out: np.ndarray, state: OverlayState, scale: float) -> None:
         cv2.putText(out, line, (x0, y0 + i * step), FONT, scale * 0.9, TEXT_COLOUR, 1, cv2.LINE_AA)
     if state.status:
         cv2.putText(out, state.status, (10, h - 10), FONT, scale * 0.8, TEXT_COLOUR, 1, cv2.LINE_AA)
+
+
+# ------------------------------------------------------------------------------------------------ live
+
+
+class OverlayWindow:
+    """The overlay in a pygame window beside the game region, never over it (the bot would see itself)."""
+
+    TITLE = "Orbit Pilot overlay"
+    MIN_SCALE = 0.15  # a smaller overlay is unreadable: refuse rather than cover the game
+
+    def __init__(self, frame_size: tuple[int, int], region: Region, scale: float = 0.5) -> None:
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        import pygame
+
+        self.pygame = pygame
+        pygame.display.init()
+        info = pygame.display.Info()
+        placed = place_beside(region, frame_size, (info.current_w, info.current_h), scale)
+        if placed is None:
+            pygame.display.quit()
+            raise PilotError(
+                f"--overlay window: no room beside the game region {region} on the "
+                f"{info.current_w}x{info.current_h} screen; use --overlay FILE.mp4"
+            )
+        (x, y), self.size = placed
+        os.environ["SDL_VIDEO_WINDOW_POS"] = f"{x},{y}"
+        self.screen = pygame.display.set_mode(self.size)
+        pygame.display.set_caption(self.TITLE)
+
+    def show(self, rgb: np.ndarray) -> None:
+        pygame = self.pygame
+        surface = pygame.surfarray.make_surface(np.ascontiguousarray(rgb.swapaxes(0, 1)))
+        self.screen.blit(pygame.transform.smoothscale(surface, self.size), (0, 0))
+        pygame.display.flip()
+        pygame.event.pump()
+
+    def close(self) -> None:
+        self.pygame.display.quit()
+
+
+def place_beside(
+    region: Region, frame: tuple[int, int], screen: tuple[int, int], scale: float
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((x, y), (w, h)) of the largest overlay, at most `scale` times the frame, that fits on the screen
+    right of, left of, below or above the game region without covering it; None when none is readable."""
+    left, top, width, height = region
+    right, bottom = left + width, top + height
+    best = None
+    for side, room_w, room_h in (
+        ("right", screen[0] - right, screen[1]),
+        ("left", left, screen[1]),
+        ("below", screen[0], screen[1] - bottom),
+        ("above", screen[0], top),
+    ):
+        fit = min(scale, room_w / frame[0], room_h / frame[1])
+        if fit >= OverlayWindow.MIN_SCALE and (best is None or fit > best[1]):
+            best = (side, fit)
+    if best is None:
+        return None
+    side, fit = best
+    w, h = int(frame[0] * fit), int(frame[1] * fit)
+    beside_y = min(max(top, 0), screen[1] - h)  # level with the game, as far as the screen allows
+    beside_x = min(max(left, 0), screen[0] - w)
+    x, y = {
+        "right": (right, beside_y),
+        "left": (left - w, beside_y),
+        "below": (beside_x, bottom),
+        "above": (beside_x, top - h),
+    }[side]
+    return (x, y), (w, h)
+
+
+class Overlay:
+    """Draws each frame's perception and decision; writes it to an mp4 or shows it in a window."""
+
+    def __init__(
+        self, target: str, frame_size: tuple[int, int], fps: float, region: Region, profile: GameProfile
+    ) -> None:
+        self.profile = profile
+        self.cursor: deque[tuple[float, float]] = deque(maxlen=int(fps))
+        self.window: OverlayWindow | None = None
+        self.video: VideoWriter | None = None
+        if target == "window":
+            self.window = OverlayWindow(frame_size, region)
+        else:
+            from bot.recordings.video import VideoWriter
+
+            self.even = (frame_size[0] // 2 * 2, frame_size[1] // 2 * 2)
+            self.video = VideoWriter(target, self.even[0], self.even[1], fps)
+            log.info("overlay video: %s", target)
+
+    def put(self, frame: np.ndarray, step: PerceptionStep, decision: Decision, status: str) -> None:
+        h, w = frame.shape[:2]
+        self.cursor.append((decision.mouse[0] * w, decision.mouse[1] * h))
+        state = OverlayState(
+            objects=perceived_objects(step, self.profile.class_names),
+            target_id=decision.target_id or None,
+            mode=decision.mode or None,
+            mode_probs=dict(zip(self.profile.modes, decision.mode_probs.tolist())) or None,
+            hud={"hp": step.hud.bar("hp"), "shield": step.hud.bar("shield")},
+            cursor_path=list(self.cursor),
+            status=status,
+        )
+        image = draw_overlay(frame, state)
+        if self.window is not None:
+            self.window.show(image)
+        if self.video is not None:
+            self.video.put(np.ascontiguousarray(image[: self.even[1], : self.even[0]]))
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.close()
+        if self.video is not None:
+            self.video.close()

@@ -1,5 +1,6 @@
-"""The policy: a bundle on disk (detector + Strategist + Tactician + Executor) and the runner that steps the
-three models on each Observation. Pure computation: it sends no input.
+"""The policy: a bundle on disk (bundle.py: detector + Strategist + Tactician + Executor + the inference
+settings) and the runner that steps the three models on each Observation (runner.py). Pure computation: it
+sends no input.
 
-May import: bot.errors, bot.profile, perception, models. Never recordings, control or play.
+May import: bot.errors, bot.profile, validation, perception, models. Never recordings, control or play.
 """

@@ -1,216 +1,30 @@
-"""The trained policy in the live loop: a policy bundle on disk, and the runner that steps its three models.
+"""PolicyRunner: steps a policy bundle's Strategist, Tactician and Executor on each PerceptionStep and
+returns a Decision (mouse, click, key, and why). Pure computation: it sends no input.
 
     PerceptionStep ──summary (once per completed second)──▶ Strategist.step (KV cache) ──goal, mode──┐
-        │                                                                                          │
-        ├──objects, mask, glob (every 1/tactician_hz s of obs.t)──▶ Tactician ──TRACK ID, approach─┤
-        │                                                                                          ▼
-        └──glob, the chosen track's row in THIS frame (zeros when none/gone)──▶ Executor.step ──▶ Decision
+        ├──objects, mask, glob (every 1/tactician_hz s of obs.t)──▶ Tactician ──track id, approach─┤
+        └──glob, the chosen track's row in this frame (zeros when none/gone)──▶ Executor.step ──▶ Decision
 
-The inputs are exactly those training builds (training/tasks.py `strategist_goals`, `tactician_context`,
-`ExecutorTask`; training/policy.py's docstring):
-  - Strategist: one step per summary; a summary arrives on the first frame of the next second
-    (bot/perception/state.py Summarizer), which is the row whose `last_summary` first points at it in
-    training. The goal
-    is zeros until then.
-  - Tactician: on its decision frames, (objects, mask, goal, context = glob) -> argmax slot; the slot's
-    TRACK ID is kept, because slots are re-sorted every frame, together with the approach vector.
-  - Executor: every frame (glob, goal, target, approach), target = the kept track's object row in this frame,
-    zeros when "none" or when the track has left the object set. It was trained on every frame of episodes
-    recorded at the profile's fps; when the live loop falls behind (a slow machine: frames dropped), the
-    Executor is still stepped once per frame period that passed, the missed frames as copies of this one
-    without its click and with dt = one frame (at most MAX_CATCH_UP a frame), so its recurrent state keeps
-    the time scale it learned; only the last step's action is used.
-
-Deterministic by default (argmax cells, click when p > 0.5, argmax key and target); `sample=True` draws them
-with a seeded generator. Everything runs in float32 on the CPU under torch.inference_mode.
-
-A bundle is what `pilot train policy` writes (training/policy.py; the live runtime never imports training, so
-the format constants are repeated here and a test checks they agree):
-
-    <bundle>/bundle.json  {"format": "orbit-pilot-policy", "format_version": 1, "profile", "obs_spec",
-                           "modes", "detector": {"path", "copied"}, "models": {name: folder}, ...}
-    <bundle>/strategist/, tactician/, executor/   models.io folders (safetensors + config.json)
-    <bundle>/detector/                            the detector, when copied
-
-Example:
-    bundle = PolicyBundle.load("data/pretrained/arena")
-    runner = PolicyRunner(bundle)
-    perception = Perception(bundle.profile, bundle.detector(), source.size, source.fps)
-    decision = runner.act(perception.step(frame, cursor, click, t)); source.apply(decision.action())
+Each model gets exactly the inputs training builds (training/tasks.py); why, and how a loop that falls
+behind is caught up: docs/notes/play.md.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from bot.errors import PilotError, PolicyError
-from bot.perception.detector import Detector
-from bot.perception.pipeline import PerceptionStep, load_detector
+from bot.perception.pipeline import PerceptionStep
 from bot.perception.state import GLOB, OBS_SPEC, Observation
-from bot.profile import GameProfile, load_profile
-from models.errors import CheckpointError
-from models.io import load_model
+from bot.policy.bundle import F_OBJ, STAGES, PolicyBundle
 
-log = logging.getLogger(__name__)
-
-BUNDLE_FORMAT = "orbit-pilot-policy"  # = training.policy.BUNDLE_FORMAT
-BUNDLE_VERSION = 1  # = training.policy.BUNDLE_VERSION
-BUNDLE_FILE = "bundle.json"
-MODEL_CLASSES = {"strategist": "Strategist", "tactician": "Tactician", "executor": "Executor"}
-STAGES = ("strategist", "tactician", "executor")
-F_OBJ = len(OBS_SPEC.obj_features)
 OBJ_INDEX = {name: i for i, name in enumerate(OBS_SPEC.obj_features)}
-# snap_to_target: box sizes around the target within which the aim is its centre. Chosen on eval seeds
-# 3000-3005, never the reported 1000-1017 (credits a minute, shipped bundle of obs spec 3): 10 -> 539,
-# 20 -> 727, 40 -> 900 (= 80 = 1000: within 40 box sizes is in practice anywhere in view). The spec-2 bundle,
-# with a weaker Tactician (target accuracy 0.87 vs 0.92), did best at 20 (always: 420, 20: 500).
-SNAP_BOXES = 40.0
-F_GLOB = len(OBS_SPEC.glob_features)
-F_SUM = len(OBS_SPEC.summary_features)
 MAX_CATCH_UP = 8  # Executor steps for one frame at most (~1 ms each): a longer stall is let go
-
-
-# ------------------------------------------------------------------------------------------------ bundle
-
-
-def read_bundle_json(path: Path) -> dict[str, Any]:
-    """bundle.json checked for format, version and this build's obs_spec; PolicyError naming what is wrong."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyError(
-            f"{path}: missing (not a policy bundle; `pilot train policy --out` writes one)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PolicyError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise PolicyError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != BUNDLE_FORMAT:
-        raise PolicyError(f"{path}: format: expected {BUNDLE_FORMAT!r}, got {data.get('format')!r}")
-    if data.get("format_version") != BUNDLE_VERSION:
-        raise PolicyError(
-            f"{path}: format_version: expected {BUNDLE_VERSION}, got {data.get('format_version')!r}"
-        )
-    try:
-        OBS_SPEC.check(data.get("obs_spec"), f"{path}: obs_spec")
-    except PilotError as exc:
-        raise PolicyError(f"{exc}, then re-train the policy (`pilot train policy`)") from None
-    return data
-
-
-def _load_models(folder: Path, path: Path, models: Any) -> dict[str, nn.Module]:
-    """The three models named in bundle.json's "models" ({name: folder relative to the bundle})."""
-    if not isinstance(models, dict):
-        raise PolicyError(f"{path}: models: expected an object {{name: folder}}, got {models!r}")
-    loaded = {}
-    for name, cls in MODEL_CLASSES.items():
-        sub = models.get(name)
-        if not isinstance(sub, str) or not sub:
-            raise PolicyError(f"{path}: models.{name}: expected a folder name, got {sub!r}")
-        where = folder / sub
-        if not where.is_dir():
-            raise PolicyError(f"{where}: missing (models.{name} of {path})")
-        try:
-            model = load_model(where, cls)
-        except CheckpointError as exc:
-            raise PolicyError(str(exc)) from None
-        loaded[name] = model.float().eval()
-    return loaded
-
-
-def _check_fit(path: Path, models: dict[str, nn.Module], profile: GameProfile, modes: list[str]) -> None:
-    """The three configs fit each other, the observation spec and the profile."""
-    s, t, e = (models[name].config for name in STAGES)
-    expected = {
-        "strategist.d_in": (s.d_in, F_SUM),
-        "strategist.n_modes": (s.n_modes, len(modes)),
-        "tactician.d_obj": (t.d_obj, F_OBJ),
-        "tactician.n_max": (t.n_max, OBS_SPEC.n_max),
-        "tactician.d_ctx": (t.d_ctx, F_GLOB),
-        "tactician.goal_dim": (t.goal_dim, s.goal_dim),
-        "executor.d_frame": (e.d_frame, F_GLOB),
-        "executor.d_target": (e.d_target, F_OBJ),
-        "executor.goal_dim": (e.goal_dim, s.goal_dim),
-        "executor.approach_dim": (e.approach_dim, t.approach_dim),
-        "executor.n_keys": (e.n_keys, len(profile.keys)),
-    }
-    for name, (got, want) in expected.items():
-        if got != want:
-            raise PolicyError(f"{path}: {name}: expected {want}, got {got}")
-
-
-@dataclass
-class PolicyBundle:
-    """A loaded policy bundle: game profile, mode set, the three models (eval mode) and the detector."""
-
-    folder: Path
-    profile: GameProfile
-    modes: list[str]
-    strategist: Any  # models.strategist.Strategist
-    tactician: Any  # models.tactician.Tactician
-    executor: Any  # models.executor.Executor
-    detector_path: Path | None  # <folder>/detector when copied, else the recorded path
-    meta: dict[str, Any] = field(default_factory=dict)  # bundle.json as read
-
-    @classmethod
-    def load(cls, folder: Path | str) -> PolicyBundle:
-        """Read and validate `folder`; every problem is a PolicyError naming the file or field."""
-        folder = Path(folder)
-        path = folder / BUNDLE_FILE
-        if not folder.is_dir():
-            raise PolicyError(f"{folder}: no such policy bundle folder")
-        data = read_bundle_json(path)
-        try:
-            profile = load_profile(data.get("profile") or "")
-        except PilotError as exc:
-            raise PolicyError(f"{path}: profile: {exc}") from None
-        modes = data.get("modes")
-        if not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes):
-            raise PolicyError(f"{path}: modes: expected a list of mode names, got {modes!r}")
-        models = _load_models(folder, path, data.get("models"))
-        _check_fit(path, models, profile, modes)
-        bundle = cls(
-            folder, profile, list(modes), *(models[n] for n in STAGES), _detector_path(folder, data), data
-        )
-        log.info(
-            "policy bundle %s: profile %s, modes %s, detector %s",
-            folder,
-            profile.name,
-            modes,
-            bundle.detector_path,
-        )
-        return bundle
-
-    def detector(self, runtime: str = "auto", threads: int = 0) -> Detector:
-        """The bundle's detector with the profile's thresholds (bot.perception.pipeline.load_detector)."""
-        if self.detector_path is None:
-            raise PolicyError(f"{self.folder / BUNDLE_FILE}: detector: none recorded in this bundle")
-        if not self.detector_path.exists():
-            raise PolicyError(f"{self.detector_path}: missing (detector of {self.folder / BUNDLE_FILE})")
-        return load_detector(self.detector_path, self.profile, runtime, threads)
-
-
-def _detector_path(folder: Path, data: dict[str, Any]) -> Path | None:
-    detector = data.get("detector") or {}
-    if not isinstance(detector, dict):
-        raise PolicyError(f"{folder / BUNDLE_FILE}: detector: expected {{path, copied}}, got {detector!r}")
-    path = detector.get("path")
-    if not path:
-        return None
-    return folder / path  # a copied detector's path is relative to the bundle; a referenced one absolute
-
-
-# ------------------------------------------------------------------------------------------------ runner
 
 
 @dataclass
@@ -263,6 +77,8 @@ def _row(x: np.ndarray) -> torch.Tensor:
 class PolicyRunner:
     """Steps the bundle's Strategist, Tactician and Executor on a stream of PerceptionSteps (see above).
 
+    Deterministic by default (argmax cells, click when p > 0.5, argmax key and target); `sample=True` draws
+    them with a generator seeded by `seed`. float32 on the CPU under torch.inference_mode.
     `calls` counts the calls of each model since `reset()`, for decision rates; `executor_steps` counts the
     Executor's steps, missed frames included.
     """
@@ -270,11 +86,14 @@ class PolicyRunner:
     def __init__(
         self,
         bundle: PolicyBundle,
-        tactician_hz: float = 10.0,
+        tactician_hz: float | None = None,
         sample: bool = False,
         seed: int = 0,
-        snap: float = SNAP_BOXES,
+        snap: float | None = None,
     ) -> None:
+        """`tactician_hz` and `snap` (box sizes, 0 = off) override the bundle's inference settings."""
+        tactician_hz = bundle.inference.tactician_hz if tactician_hz is None else tactician_hz
+        snap = bundle.inference.snap_boxes if snap is None else snap
         if not (isinstance(tactician_hz, int | float) and tactician_hz > 0 and math.isfinite(tactician_hz)):
             raise ValueError(f"tactician_hz: expected a number > 0, got {tactician_hz!r}")
         if not (isinstance(snap, int | float) and snap >= 0):
@@ -382,13 +201,4 @@ class PolicyRunner:
         return (x, y), bool(action.click[0]), int(action.key[0])
 
 
-__all__ = [
-    "BUNDLE_FILE",
-    "BUNDLE_FORMAT",
-    "BUNDLE_VERSION",
-    "Decision",
-    "PolicyBundle",
-    "PolicyRunner",
-    "read_bundle_json",
-    "target_row",
-]
+__all__ = ["Decision", "PolicyRunner", "snap_to_target", "target_row"]

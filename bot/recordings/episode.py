@@ -6,15 +6,8 @@
         steps.parquet           one row per frame (STEP_FIELDS); written at close from steps.parts/
         labels/<source>.parquet frame, mode, target_id, confidence, rationale (expert, heuristic, vlm-<model>)
 
-Crash safety (a killed writer loses at most the last ~second, what was written stays readable):
-- the video is a fragmented MP4 flushed after every packet, so it is decodable up to its last fragment;
-- rows are appended to `<table>.parts/part-NNNNNN.parquet` every `flush_every` frames, each part written to a
-  temporary name and renamed, so every part on disk is whole; `close()` merges them into `<table>.parquet`;
-- meta.json says `"complete": false` until `close()` rewrites it. The reader accepts an incomplete episode
-  (reading the parts) and reports it as recovered, with the frame count cut to what video and steps agree on.
-
-Frames are RGB uint8 (H, W, 3) on both sides. Everything that is wrong on disk raises EpisodeError naming
-the file and what was expected.
+A killed writer loses at most the last ~second, and the reader reports such an episode as recovered (how:
+docs/notes/recordings.md). Frames are RGB uint8 (H, W, 3); what is wrong on disk raises EpisodeError.
 """
 
 from __future__ import annotations

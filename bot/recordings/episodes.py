@@ -3,13 +3,10 @@
     pilot episodes ls data/recordings                 one line per episode: frames, duration, labels, ...
     pilot episodes show data/recordings/arena/human-20261122-210000-00 [--sheet sheet.png] [--count 12]
     pilot episodes check data/recordings [--quick]    every file readable and consistent; exit 1 if not
-    pilot episodes label data/recordings [--against expert]   write labels/heuristic.parquet
-    (bot/recordings/labels.py)
+    pilot episodes label data/recordings [--against expert]   labels/heuristic.parquet (labels.py)
 
-`check` reads everything an episode holds: meta.json (schema version known), the video (decoded to the last
-frame, or only demuxed with --quick), steps.parquet (columns, row count = meta.frames = video frames),
-labels/*.parquet (columns, frames in range) and perception/ when present. An episode whose writer never
-finished (crash, kill -9) is readable and reported RECOVERED; with --strict that counts as a failure too.
+An episode whose writer never finished (crash, kill -9) is reported RECOVERED; with --strict that fails too.
+What `check` reads: docs/notes/recordings.md, section bot/recordings/episodes.py.
 """
 
 from __future__ import annotations

@@ -1,29 +1,11 @@
 """Heuristic mode/target labels for recorded play, derived from WHAT HAPPENED: the clicks and key taps in
-steps.parquet, read against the objects on screen at that moment. Noisy by design; see the accuracy below.
+steps.parquet, read against the objects on screen at that moment. Noisy by design.
 
     steps (click, mouse, key) ──▶ intents (frame, mode, target, why) ──▶ timeline ──▶ labels/heuristic
     objects per frame (gt_objects of an Arena episode, else perception/tracks.parquet) ─┘
 
-Intents, from the player's actions (the player's ship is at the profile's anchor, the screen centre):
-    click on an enemy / the attack key         FIGHT, target = that enemy (or the one selected last)
-    move click while an enemy is selected      FIGHT (repositioning in a fight), target = the selected one
-    click on (or right next to) a loot box     LOOT, target = the box
-    move click while hp < flee_hp              FLEE when it leads away from the enemies or to a portal
-    move click away from a close enemy         CAUTIOUS (keeping distance, not engaging)
-    any other move click, or idling            EXPLORE
-Each intent labels the frames from `lookahead_s` before its action (the cursor's approach: the decision came
-first) until the next intent; FIGHT / LOOT end when their target leaves the screen, FLEE when hp recovers,
-a bare move intent after `hold_s`. Frames no intent covers are EXPLORE (idle exploration).
-
-This differs from training.datasets.HeuristicLabels, which applies rules to the perceived *state* (what is
-on screen) and ignores what the player did. Target ids are Arena object ids when the episode has
-gt_objects, and perception track ids otherwise (the convention of training/datasets.py).
-
-Accuracy against the Arena expert's own labels (`evaluate`, `pilot episodes label DIR --against expert`),
-measured on 2026-11-22: 78.9 % of 86 400 frames (24 demos of 60 s, 640x360) where always answering the
-majority mode (FIGHT) scores 53.6 %; 73.4 % vs 46.8 % on the 4 demos the thresholds were tuned on. Most
-errors are CAUTIOUS and FLEE frames (the expert's reasons, boss aggro and raider counts, leave no trace in
-its clicks) and fights before the first click. Target agreement where both name one: 95 %.
+The intent rules, how they become a timeline, and the measured accuracy: docs/notes/recordings.md, section
+bot/recordings/labels.py (figures: benchmarks/RESULTS.md, "Recording (issue 7)").
 """
 
 from __future__ import annotations

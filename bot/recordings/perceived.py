@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from bot.errors import PerceptionError
 from bot.perception.pipeline import PerceptionStep
-from bot.perception.state import OBS_SPEC, Observation, summarize
+from bot.perception.state import OBS_SPEC, Observation
+from bot.perception.summary import summarize
 from bot.perception.tracker import Tracks
 from bot.profile import load_profile
 

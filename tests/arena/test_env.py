@@ -10,7 +10,8 @@ from gymnasium.utils.env_checker import check_env
 
 from arena import ArenaConfig, ArenaEnv, spec
 from arena.render import HP_FILL, NPC_COLORS, SHIELD_FILL
-from arena.world import PLAYER, Action
+from arena.rules import PLAYER
+from arena.state import Action
 
 SMALL = {"width": 640, "height": 360}
 

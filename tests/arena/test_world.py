@@ -1,4 +1,5 @@
-"""Tests of the Arena simulation (arena/world.py): controls, combat, pickups, death, safe zone, NPC AI."""
+"""Tests of the Arena simulation (arena/world.py, rules.py, npcs.py): controls, combat, pickups, death, safe
+zone, NPC AI."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import math
 import pytest
 
 from arena import spec
-from arena.world import NPC_STATS, PLAYER, Action, World, WorldConfig
+from arena.rules import NPC_STATS, PLAYER, WorldConfig
+from arena.state import Action
+from arena.world import World
 
 AWAY = (1000.0, 1000.0)  # a spot far from the portal at the map centre (2000, 2000)
 IDLE = Action()

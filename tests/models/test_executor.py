@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from models.errors import ConfigError
-from models.executor import Executor, ExecutorConfig, MouseHead, StepOutput
+from models.executor import Executor, ExecutorConfig, StepOutput
+from models.mouse import MouseHead
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 FIELDS = ("mouse_logits", "mouse_offsets", "click_logit", "key_logits")
@@ -73,23 +74,23 @@ def test_prefill_then_step_equals_forward():
     torch.testing.assert_close(tail.key_logits, full.key_logits[:, 15:], rtol=1e-5, atol=1e-5)
 
 
-def test_live_api_holds_its_state():
+def test_live_api_passes_the_state_in_and_out():
     model = tiny()
     inputs = sequence(batch=1, length=4)
     with torch.no_grad():
-        model.reset()
+        state = model.reset()
         for t in range(4):
-            out, _ = model.step(*(x[:, t] for x in inputs))
+            out, state = model.step(*(x[:, t] for x in inputs), state)
         expected = model(*inputs).click_logit[:, -1]
     torch.testing.assert_close(out.click_logit, expected, rtol=1e-5, atol=1e-5)
-    assert model.live_state.frames == 4
-    model.reset()
-    assert model.live_state.frames == 0 and all(torch.all(s.ssm == 0) for s in model.live_state.layers)
+    assert state.frames == 4
+    state = model.reset()
+    assert state.frames == 0 and all(torch.all(s.ssm == 0) for s in state.layers)
 
 
-def test_step_before_reset_is_an_error():
+def test_step_without_a_state_is_an_error():
     with pytest.raises(RuntimeError, match="reset"):
-        tiny().step(*(x[:, 0] for x in sequence()))
+        tiny().step(*(x[:, 0] for x in sequence()), None)
 
 
 def test_future_frames_do_not_change_past_outputs():
@@ -250,11 +251,11 @@ def test_step_follows_changes_to_weights_and_statistics(change):
 @pytest.mark.parametrize(("name", "width", "batch"), [("goal", 3, 2), ("target", 3, 1)])
 def test_step_input_errors_name_the_input(name, width, batch):
     model = tiny()
-    model.reset(2)
+    state = model.reset(2)
     inputs = dict(zip(("frame", "goal", "target", "approach"), (x[:, 0] for x in sequence())))
     inputs[name] = inputs[name][:batch, :width]
     with torch.no_grad(), pytest.raises(ValueError, match=name):
-        model.step(**inputs)
+        model.step(**inputs, state=state)
 
 
 # ------------------------------------------------------------------------------------------- mouse head

@@ -9,13 +9,17 @@ import torch.nn.functional as F
 
 from models.errors import ConfigError, KernelUnavailableError
 from models.kernels import INSTALL_HINT, kernels_available, resolve_mamba_path
-from models.mamba import InferenceCache, MambaBlock, MambaConfig, MambaState, selective_scan
+from models.mamba import InferenceCache, MambaBlock, MambaConfig, MambaState
+from models.scan import selective_scan
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def naive_scan(u, delta, A, B, C, h0=None):
-    """anchors-and-apis.md §2.4, one step at a time: u, delta (Bt, L, D); A (D, N); B, C (Bt, L, N)."""
+    """Mamba's selective scan (https://arxiv.org/abs/2312.00752, Algorithm 2) one step at a time.
+
+    u, delta (Bt, L, D); A (D, N); B, C (Bt, L, N).
+    """
     h = torch.zeros(u.shape[0], u.shape[2], A.shape[1], dtype=u.dtype) if h0 is None else h0.clone()
     ys = []
     for t in range(u.shape[1]):
@@ -77,7 +81,7 @@ def test_scan_equals_naive_recurrence_float64(chunk):
 
 
 def test_scan_with_steps_split_into_row_blocks_equals_naive():
-    # B * D * N = 40 960 > 32 768: the stepped recurrence runs in row blocks (see mamba._row_blocks)
+    # B * D * N = 40 960 > 32 768: the stepped recurrence runs in row blocks (see scan._row_blocks)
     u, delta, A, B, C, h0 = random_scan_inputs(batch=5, length=9, d_inner=64, d_state=128)
     y, h = selective_scan(u, delta, A, B, C, h0, chunk=4)
     y_ref, h_ref = naive_scan(u, delta, A, B, C, h0)
@@ -337,6 +341,22 @@ def test_asking_for_kernels_where_unusable_is_a_clear_error():
         assert INSTALL_HINT in str(info.value)
     else:
         assert "CUDA" in str(info.value)
+
+
+def test_input_shape_errors_name_the_argument_and_shape():
+    block = small_block()
+    with pytest.raises(ValueError, match=r"MambaBlock.forward: expected x of shape \(B, L >= 1, d_model=8\)"):
+        block(torch.randn(2, 8))
+    with pytest.raises(
+        ValueError, match=r"MambaBlock.step: expected x of shape \(B, d_model=8\), got \(1, 3, 8\)"
+    ):
+        block.step(torch.randn(1, 3, 8), block.allocate_state(1))
+    with pytest.raises(ValueError, match="d_model=8"):
+        block(torch.randn(1, 0, 8))
+    with pytest.raises(ValueError, match="selective_scan: expected u"):
+        selective_scan(
+            *(torch.zeros(1, 0, 4) for _ in range(2)), -torch.ones(4, 2), *(torch.zeros(1, 0, 2),) * 2
+        )
 
 
 @pytest.mark.parametrize(

@@ -55,21 +55,21 @@ def test_step_with_kv_cache_equals_forward(length):
     torch.testing.assert_close(torch.stack(goals, dim=1), full.goal, rtol=1e-5, atol=1e-5)
 
 
-def test_step_without_cache_uses_the_held_one():
+def test_step_continues_the_cache_from_reset():
     model = tiny()
     x = torch.randn(1, 3, 6)
     with torch.no_grad():
-        model.reset(1)
+        cache = model.reset(1)
         for t in range(3):
-            out, _ = model.step(x[:, t])
+            out, cache = model.step(x[:, t], cache)
         expected = model(x).mode_logits[:, -1]
     torch.testing.assert_close(out.mode_logits, expected, rtol=1e-5, atol=1e-5)
-    assert model.live_cache.length == 3
+    assert cache.length == 3
 
 
-def test_step_before_reset_is_an_error():
+def test_step_without_a_cache_is_an_error():
     with pytest.raises(RuntimeError, match="reset"):
-        tiny().step(torch.randn(1, 6))
+        tiny().step(torch.randn(1, 6), None)
 
 
 def test_right_padding_needs_no_mask_and_outputs_match_unpadded():

@@ -17,21 +17,19 @@ from bot.recordings.perceived import load_perception
 from models.strategist import IGNORE_INDEX, MODES
 from training.datasets import (
     DataConfig,
-    DatasetError,
     ExecutorDataset,
-    FileLabels,
-    HeuristicLabels,
     StrategistDataset,
     TacticianDataset,
     collate_executor,
     collate_strategist,
     final_test_episodes,
-    label_source,
     load_episode,
     mode_goals,
     set_teacher_context,
     split_episodes,
 )
+from training.errors import DatasetError
+from training.labels import FileLabels, HeuristicLabels, label_source
 
 
 @pytest.fixture

@@ -9,10 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from models.io import load_model
 from training.checkpoint import find_checkpoint
+from training.cli import ConfigFileError, parse
 from training.entry import executor_main, main, strategist_main, tactician_main
+from training.runs import ExecutorRun, StrategistRun
+from training.tasks import StrategistTask
 
 TINY = {
     "strategist": ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-layers", "1",
@@ -68,16 +72,44 @@ def test_pilot_train_dispatch(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_config_file_sets_defaults_and_flags_win(perceived: Path, tmp_path: Path) -> None:
-    from training.entry import StrategistRun, parse
-
     config = tmp_path / "s.yaml"
     config.write_text("train:\n  lr: 0.002\n  epochs: 3\nhistory: 8\nmodel:\n  n_layers: 1\n")
     cfg = parse(StrategistRun, ["--config", str(config), "--train.epochs", "5"], "test")
     assert (cfg.train.lr, cfg.train.epochs, cfg.history, cfg.model.n_layers) == (0.002, 5, 8, 1)
-    assert cfg.label_smoothing == 0.1  # the default where neither sets it
+    assert cfg.model.label_smoothing == 0.1  # the default where neither sets it
     as_json = tmp_path / "s.json"
-    as_json.write_text(json.dumps({"label_smoothing": 0.2}))
-    assert parse(StrategistRun, ["--config", str(as_json)], "test").label_smoothing == 0.2
+    as_json.write_text(json.dumps({"model": {"label_smoothing": 0.2}}))
+    assert parse(StrategistRun, ["--config", str(as_json)], "test").model.label_smoothing == 0.2
+
+
+def test_label_smoothing_is_the_model_knob_and_acts(perceived: Path, tmp_path: Path) -> None:
+    data = ["--data.data", str(perceived), "--data.val-fraction", "0.3"]
+    losses = []
+    for smoothing in ("0.0", "0.3"):
+        cfg = parse(StrategistRun, [*TINY["strategist"], *data, "--model.label-smoothing", smoothing], "test")
+        task = StrategistTask(cfg)
+        torch.manual_seed(0)
+        model = task.build_model().eval()  # same weights both times, no dropout
+        batch = task.collate([task.train_dataset()[i] for i in range(2)])
+        losses.append(float(task.loss(model, batch)[0].detach()))
+        assert task.metadata()["label_smoothing"] == float(smoothing)
+    assert losses[0] != pytest.approx(losses[1])
+    with pytest.raises(SystemExit) as exit_info:  # the old run-level flag is gone, not silently ignored
+        parse(StrategistRun, ["--label-smoothing", "0.1"], "test")
+    assert exit_info.value.code == 2
+    old_key = tmp_path / "old.yaml"
+    old_key.write_text("label_smoothing: 0.1\n")
+    with pytest.raises(ConfigFileError, match="unknown key 'label_smoothing'"):
+        parse(StrategistRun, ["--config", str(old_key)], "test")
+
+
+def test_shipped_policy_config_resolves() -> None:
+    from training.policy import PolicyRun
+
+    path = Path(__file__).resolve().parents[2] / "training" / "configs" / "arena_policy.yaml"
+    cfg = parse(PolicyRun, ["--config", str(path)], "test")
+    assert cfg.strategist.model.label_smoothing == 0.1 and cfg.strategist.model.dropout == 0.3
+    assert (cfg.strategist.history, cfg.strategist.stride, cfg.executor.click_balance) == (60, 10, 0.3)
 
 
 @pytest.mark.parametrize(
@@ -168,8 +200,6 @@ def test_policy_trains_in_order_and_writes_a_bundle(
 
 @pytest.mark.parametrize("name", ["click_balance", "key_balance"])
 def test_executor_rare_event_balance_is_validated(name: str) -> None:
-    from training.entry import ExecutorRun
-
     assert getattr(ExecutorRun(**{name: 1.0}), name) == 1.0
     with pytest.raises(ValueError, match=f"ExecutorRun.{name}: expected a number in \\[0, 1\\], got 1.5"):
         ExecutorRun(**{name: 1.5})
@@ -190,8 +220,6 @@ def test_extra_data_models_are_validated() -> None:
 
 
 def test_strategist_phases_are_validated() -> None:
-    from training.entry import StrategistRun
-
     assert StrategistRun().phases == 1 and StrategistRun(phases=4).phases == 4
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="StrategistRun.phases: expected an integer >= 1"):

@@ -19,9 +19,9 @@ from bot.recordings.perceived import load_perception
 from models.io import load_model
 from training.checkpoint import find_checkpoint
 from training.datasets import DataConfig
-from training.entry import StrategistRun, TacticianRun, run_strategist, run_tactician
 from training.finetune import main as finetune
 from training.policy import PolicyRun, write_bundle
+from training.runs import StrategistRun, TacticianRun, run_strategist, run_tactician
 from vlm_labeling.fake_server import FakeVLMServer, GroundTruthPolicy, truth_from_labels
 
 QUIET = ["--train.no-progress", "--train.no-tensorboard", "--tactician-train.no-progress",

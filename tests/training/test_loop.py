@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, default_collate
 
 from training import metrics as M
 from training.checkpoint import find_checkpoint, load_checkpoint
+from training.config import TrainConfig
 from training.errors import (
     CheckpointError,
     NonFiniteLossError,
@@ -33,19 +34,11 @@ from training.errors import (
     TrainConfigError,
     TrainingInterrupted,
 )
-from training.loop import (
-    EMA,
-    EpochBatchSampler,
-    Task,
-    TrainConfig,
-    build_optimizer,
-    evaluate,
-    lr_at,
-    param_groups,
-    run_training,
-    train,
-    train_step,
-)
+from training.loop import run_training, train
+from training.optim import EMA, build_optimizer, lr_at, param_groups
+from training.resume import EpochBatchSampler
+from training.step import evaluate, train_step
+from training.task import Task
 
 REPO = Path(__file__).resolve().parents[2]
 THIS_FILE = Path(__file__).resolve()

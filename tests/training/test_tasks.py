@@ -15,16 +15,14 @@ from models.executor import ExecutorConfig
 from models.io import save_model
 from models.strategist import StrategistConfig
 from models.tactician import TacticianConfig
-from training.datasets import DataConfig, FileLabels, load_episode
-from training.loop import Task, TrainConfig, train
-from training.tasks import (
-    ExecutorTask,
-    StrategistTask,
-    TacticianTask,
-    near_f1,
-    rare_weight,
-    strategist_goals,
-)
+from training.config import TrainConfig
+from training.datasets import DataConfig, load_episode
+from training.labels import FileLabels
+from training.loop import train
+from training.metrics import near_f1
+from training.runs import ExecutorRun, StrategistRun, TacticianRun
+from training.task import Task
+from training.tasks import ExecutorTask, StrategistTask, TacticianTask, rare_weight, strategist_goals
 
 SMALL_S = StrategistConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, goal_dim=8)
 SMALL_T = TacticianConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, goal_dim=8)
@@ -55,7 +53,7 @@ def _check_task(task: Task, keys: set[str]) -> None:
 
 
 def test_strategist_task(perceived: Path) -> None:
-    task = StrategistTask(_data(perceived), SMALL_S, history=4, stride=2)
+    task = StrategistTask(StrategistRun(data=_data(perceived), model=SMALL_S, history=4, stride=2))
     _check_task(task, {"loss", "mode_acc", "mode_f1_macro", "mode_f1_fight"})
     model = task.build_model()
     summaries = np.concatenate([e.summary for e in task.episodes()[0]])
@@ -67,24 +65,30 @@ def test_strategist_task_warns_when_live_reads_further_back_than_training(
 ) -> None:
     two_layers = StrategistConfig(d_model=32, n_heads=2, n_layers=2, d_ff=64, goal_dim=8, max_len=16)
     with caplog.at_level("WARNING", logger="training.tasks"):
-        StrategistTask(_data(perceived), two_layers, history=31, stride=2)  # 2 x 15 + 1 = 31: fits
+        StrategistTask(
+            StrategistRun(data=_data(perceived), model=two_layers, history=31, stride=2)
+        )  # 2 x 15 + 1 = 31: fits
     assert not caplog.records
     with caplog.at_level("WARNING", logger="training.tasks"):
-        StrategistTask(_data(perceived), two_layers, history=30, stride=2)
+        StrategistTask(StrategistRun(data=_data(perceived), model=two_layers, history=30, stride=2))
     assert "reads up to 31 s back" in caplog.text and "max_len <= 15" in caplog.text
 
 
 def test_tactician_task_with_strategist_goals(perceived: Path, tmp_path: Path) -> None:
-    strategist = StrategistTask(_data(perceived), SMALL_S).build_model()
+    strategist = StrategistTask(StrategistRun(data=_data(perceived), model=SMALL_S)).build_model()
     save_model(tmp_path / "strategist", strategist)
-    task = TacticianTask(_data(perceived), SMALL_T, strategist=tmp_path / "strategist")
+    task = TacticianTask(
+        TacticianRun(data=_data(perceived), model=SMALL_T, strategist=tmp_path / "strategist")
+    )
     _check_task(task, {"loss", "target_acc", "approach_mse"})
     ep = task.episodes()[0][0]
     np.testing.assert_array_equal(ep.extra["goal"], strategist_goals(strategist, ep))
 
 
 def test_executor_task(perceived: Path) -> None:
-    task = ExecutorTask(_data(perceived), SMALL_E, chunk=32, click_horizon_s=0.0)  # raw per-frame clicks
+    task = ExecutorTask(
+        ExecutorRun(data=_data(perceived), model=SMALL_E, chunk=32, click_horizon_s=0.0)
+    )  # raw per-frame clicks
     _check_task(task, {"loss", "mouse_px", "click_f1", "click_f1_near", "key_acc", "key_f1_near"})
     assert task.model_cfg.n_keys == 4  # the Arena's none, attack, repair, boost
     train_clicks = np.concatenate([e.click for e in task.episodes()[0]])
@@ -96,8 +100,10 @@ def test_executor_task(perceived: Path) -> None:
 
 
 def test_executor_targets_are_click_destinations_by_default(perceived: Path) -> None:
-    raw = ExecutorTask(_data(perceived), SMALL_E, chunk=32, click_horizon_s=0.0).episodes()[0]
-    task = ExecutorTask(_data(perceived), SMALL_E, chunk=32)
+    raw = ExecutorTask(
+        ExecutorRun(data=_data(perceived), model=SMALL_E, chunk=32, click_horizon_s=0.0)
+    ).episodes()[0]
+    task = ExecutorTask(ExecutorRun(data=_data(perceived), model=SMALL_E, chunk=32))
     for before, after in zip(raw, task.episodes()[0]):
         clicks = np.flatnonzero(before.click)
         assert after.click[clicks].all() and after.click.mean() > before.click.mean()  # "a click is coming"
@@ -107,8 +113,10 @@ def test_executor_targets_are_click_destinations_by_default(perceived: Path) -> 
 
 
 def test_executor_is_blind_to_the_previous_cursor(perceived: Path) -> None:
-    blind = ExecutorTask(_data(perceived), SMALL_E, chunk=32).build_model()
-    seeing = ExecutorTask(_data(perceived), SMALL_E, chunk=32, ignore_cursor=False).build_model()
+    blind = ExecutorTask(ExecutorRun(data=_data(perceived), model=SMALL_E, chunk=32)).build_model()
+    seeing = ExecutorTask(
+        ExecutorRun(data=_data(perceived), model=SMALL_E, chunk=32, ignore_cursor=False)
+    ).build_model()
     frame = torch.rand(3, len(GLOB))
     moved = frame.clone()
     moved[:, [GLOB["cursor_x"], GLOB["cursor_y"]]] = 1.0 - moved[:, [GLOB["cursor_x"], GLOB["cursor_y"]]]
@@ -134,7 +142,7 @@ def test_rare_weight_and_near_f1() -> None:
 
 
 def test_strategist_goals_are_causal(perceived: Path) -> None:
-    strategist = StrategistTask(_data(perceived), SMALL_S).build_model().eval()
+    strategist = StrategistTask(StrategistRun(data=_data(perceived), model=SMALL_S)).build_model().eval()
     ep = load_episode(find_episodes(perceived)[0], FileLabels("expert"))
     goals = strategist_goals(strategist, ep)
     ep.summary = ep.summary.copy()
@@ -145,7 +153,7 @@ def test_strategist_goals_are_causal(perceived: Path) -> None:
 
 
 def test_strategist_learns_on_the_training_split(perceived: Path, tmp_path: Path) -> None:
-    task = StrategistTask(_data(perceived), SMALL_S, history=6, stride=3)
+    task = StrategistTask(StrategistRun(data=_data(perceived), model=SMALL_S, history=6, stride=3))
     cfg = TrainConfig(
         out_dir=tmp_path / "run", max_steps=30, batch_size=2, lr=3e-3, warmup_steps=1, ema_decay=0.0,
         eval_every=100, progress=False, tensorboard=False, best_metric="mode_acc", best_mode="max",
@@ -160,9 +168,9 @@ def test_strategist_learns_on_the_training_split(perceived: Path, tmp_path: Path
 
 def test_tactician_and_executor_need_room_for_mode_goals(perceived: Path) -> None:
     with pytest.raises(ValueError, match=r"TacticianConfig\.goal_dim: expected >= 5"):
-        TacticianTask(_data(perceived), TacticianConfig(goal_dim=3))
+        TacticianTask(TacticianRun(data=_data(perceived), model=TacticianConfig(goal_dim=3)))
     with pytest.raises(ValueError, match=r"ExecutorConfig\.goal_dim: expected >= 5"):
-        ExecutorTask(_data(perceived), ExecutorConfig(goal_dim=4))
+        ExecutorTask(ExecutorRun(data=_data(perceived), model=ExecutorConfig(goal_dim=4)))
 
 
 def test_tactician_context_follows_the_chosen_track(perceived: Path) -> None:

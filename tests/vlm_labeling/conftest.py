@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from vlm_labeling.cache import AnswerCache
-from vlm_labeling.client import ClientConfig, VLMClient
+from vlm_labeling.client import VLMClient
+from vlm_labeling.client_config import ClientConfig
 from vlm_labeling.fake_server import FakeVLMServer
 from vlm_labeling.records import LabelRequest, TrackedObject
 

@@ -435,7 +435,7 @@ def test_shrunk_frames_carry_shrunk_boxes(server, make_client, make_frame):
     ],
 )
 def test_config_names_the_bad_field(field, value):
-    from vlm_labeling.client import ClientConfig
+    from vlm_labeling.client_config import ClientConfig
 
     with pytest.raises(ConfigError, match=f"^{field}: expected"):
         ClientConfig(**{field: value})

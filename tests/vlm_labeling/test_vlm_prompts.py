@@ -49,7 +49,8 @@ def test_render_names_missing_fields_and_ignores_unused_ones():
 
 
 def test_a_prompt_needing_fields_the_client_does_not_fill_is_refused_early(tmp_path: Path):
-    from vlm_labeling.client import ClientConfig, VLMClient
+    from vlm_labeling.client import VLMClient
+    from vlm_labeling.client_config import ClientConfig
 
     (tmp_path / "odd_v1.md").write_text("# system\nYou label frames.\n# user\nMinimap: $minimap\n")
     with pytest.raises(PromptError, match=r"\['minimap'\]"):

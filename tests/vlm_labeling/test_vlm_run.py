@@ -30,7 +30,8 @@ from vlm_labeling.fake_server import (
     image_sha256s,
     truth_from_labels,
 )
-from vlm_labeling.run import LabelRunError, key_frames, labels_name_for
+from vlm_labeling.label_config import LabelRunError, labels_name_for
+from vlm_labeling.plan import key_frames
 
 MODEL = "fake-vlm:1b"
 NAME = "vlm-fake-vlm-1b"
@@ -257,7 +258,8 @@ def test_server_death_mid_run_then_rerun_resumes_without_asking_twice(
 
 
 def test_missing_episodes_is_an_error(tmp_path: Path) -> None:
-    from vlm_labeling.run import LabelConfig, run
+    from vlm_labeling.label_config import LabelConfig
+    from vlm_labeling.run import run
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(LabelRunError, match="no episodes"):

@@ -1,7 +1,9 @@
-"""State encoder: layout, masks, ordering, normalisation, the player's place, per-second summary, the spec."""
+"""State encoder (bot/perception/state.py): layout, masks, ordering, normalisation, the player's place, the
+spec; and the per-second summary (bot/perception/summary.py)."""
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -10,16 +12,8 @@ import pytest
 import bot.perception.state as state
 from bot.errors import PerceptionError
 from bot.perception.hud import HudReading
-from bot.perception.state import (
-    CLOSE_DIST,
-    GLOB,
-    N_MAX,
-    OBJ,
-    OBS_SPEC,
-    StateEncoder,
-    Summarizer,
-    summarize,
-)
+from bot.perception.state import CLOSE_DIST, GLOB, N_MAX, OBJ, OBS_SPEC, StateEncoder
+from bot.perception.summary import Summarizer, summarize
 from bot.perception.tracker import Tracks
 from bot.profile import DEFAULT_THREAT, load_profile
 
@@ -152,11 +146,13 @@ def test_summary_one_row_per_second() -> None:
     np.testing.assert_array_equal(np.stack(emitted), summary[:2])
 
 
-def test_docstring_documents_every_feature_index() -> None:
-    doc = state.__doc__
+def test_every_feature_index_is_documented_beside_its_name() -> None:
+    source = inspect.getsource(state)  # each feature: `"name",  # index meaning` in its tuple
     for names in (OBS_SPEC.obj_features, OBS_SPEC.glob_features, OBS_SPEC.summary_features):
         for index, name in enumerate(names):
-            assert re.search(rf"^\s+{index}\s+{name}\b", doc, re.M), f"feature {index} {name} not documented"
+            assert re.search(rf'^\s+"{name}",\s+#\s+{index}\s+\S', source, re.M), (
+                f"feature {index} {name} not documented"
+            )
 
 
 def test_spec_check_refuses_other_versions() -> None:

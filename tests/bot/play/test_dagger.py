@@ -12,11 +12,12 @@ import pytest
 
 from bot.perception.state import GLOB
 from bot.play import dagger
-from bot.policy.runner import PolicyBundle
+from bot.policy.bundle import PolicyBundle
 from bot.recordings.episode import open_episode
 from bot.recordings.perceive import is_current
 from bot.recordings.perceived import load_perception
-from training.datasets import label_source, load_episode
+from training.datasets import load_episode
+from training.labels import label_source
 
 SMALL = ["--width", "320", "--height", "180", "--zoom", "0.25"]
 
@@ -51,6 +52,12 @@ def test_episode_holds_the_bots_play_the_experts_labels_and_its_perception(recor
     cursor = perceived["glob"][:, [GLOB["cursor_x"], GLOB["cursor_y"]]]
     before = np.stack([played[:-1], steps.column("mouse_y").to_numpy()[:-1]], axis=1)
     np.testing.assert_allclose(cursor[1:], before, atol=1e-6)
+
+
+def test_the_episode_records_the_aim_snap_the_bot_played_with(recorded: Path) -> None:
+    meta = open_episode(recorded / "out" / "dagger-000007").meta
+    bundle = PolicyBundle.load(recorded / "bundle")
+    assert meta.extra["dagger"]["snap"] == bundle.inference.snap_boxes == 40.0  # no --snap: the bundle's
 
 
 def test_stored_perception_is_current_for_the_bundles_detector(recorded: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from bot import cli
 from bot.perception.detector import Detections
 from bot.play.evaluate import EvalConfig, latency, main, report
-from bot.policy.runner import PolicyBundle
+from bot.policy.bundle import PolicyBundle
 
 SMALL = ["--width", "320", "--height", "180", "--zoom", "0.25", "--seconds", "1.5"]
 

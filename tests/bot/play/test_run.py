@@ -1,4 +1,5 @@
-"""`pilot run` (bot/play/run.py): its config and latency bookkeeping, then end to end on a real screen: the
+"""`pilot run` (bot/play/run.py, live.py, latency.py): its config and latency bookkeeping, then end to end on
+a real screen: the
 Arena
 in a window under Xvfb (`pilot arena`, a subprocess logging every input event it receives), the bot in another
 subprocess capturing it with mss and playing it through pynput.
@@ -27,7 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.play.run import STAGES, Latency, LiveRun, RunConfig, main, parse_region, place_beside
+from bot.play.latency import STAGES, Latency
+from bot.play.live import LiveRun
+from bot.play.overlay import place_beside
+from bot.play.run import RunConfig, main, parse_region
 
 from processes import StderrLines
 
@@ -178,7 +182,7 @@ class PointerWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from bot.control.input import stop_listener
+        from bot.control.hotkeys import stop_listener
 
         stop_listener(self.listener)
 
@@ -324,11 +328,16 @@ def test_the_shipped_policy_acts_in_the_game_through_the_screen(
     assert Counter(game.game_events()) == Counter(score["effects"]), "the live log and the score agree"
 
 
-def test_live_and_eval_aim_the_same_way() -> None:
+def test_live_and_eval_aim_the_same_way(tmp_path: Path, tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
     # pilot run once kept an old snap default while pilot eval used bot.policy.runner's: the live bot then
-    # aimed
-    # worse than the measured one
-    from bot.play.evaluate import EvalConfig
-    from bot.policy.runner import SNAP_BOXES
+    # aimed worse than the measured one. Both now take the bundle's inference settings unless told otherwise.
+    from bot.play.evaluate import BotPlayer, EvalConfig
+    from bot.policy.bundle import PolicyBundle
 
-    assert RunConfig(policy=Path("p")).snap == SNAP_BOXES == EvalConfig(policy=Path("p")).snap
+    monkeypatch.setattr(PolicyBundle, "detector", lambda self, runtime="auto", threads=0: None)
+    folder = tiny_bundle(tmp_path / "bundle")
+    _, _, live, _ = LiveRun(RunConfig(policy=folder, dry_run=True))._load_policy()
+    evaluated = BotPlayer(EvalConfig(policy=folder)).runner
+    inference = PolicyBundle.load(folder).inference
+    assert live.snap == evaluated.snap == inference.snap_boxes
+    assert live.period == evaluated.period == 1.0 / inference.tactician_hz

@@ -90,7 +90,7 @@ def test_low_hp_retreat_is_flee_and_moving_away_from_a_close_enemy_is_cautious(t
 
 
 def test_label_file_and_training_label_source(tmp_path: Path) -> None:
-    from training.datasets import label_source
+    from training.labels import label_source
 
     path = write_scripted(tmp_path / "ep", lambda i: px(230, 50) | dict(click=True) if i == 10 else {},
                           lambda i: [ENEMY], frames=40)  # fmt: skip

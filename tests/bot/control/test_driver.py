@@ -1,7 +1,6 @@
-"""The input driver (bot/control/input.py): humanised paths that finish before a click, confinement to the
-game
-region, smooth re-targeting, taps, pause / kill / stop releasing everything; hotkeys; the real pynput backend
-under Xvfb.
+"""The input driver (bot/control/driver.py): humanised paths that finish before a click, confinement to the
+game region, smooth re-targeting, taps, pause / kill / stop releasing everything; the real pynput backend and
+kill hotkey under Xvfb.
 
 Most tests drive `InputDriver.tick` with a synthetic clock (no thread, no wall-clock dependence) and the
 recording backend; the thread itself and the pynput backend get their own tests.
@@ -17,15 +16,11 @@ import time
 import numpy as np
 import pytest
 
-from bot.control.input import (
-    HotkeyConfig,
-    Hotkeys,
-    InputConfig,
-    InputDriver,
-    InputError,
-    RecordingBackend,
-    key_name,
-)
+from bot.control.backend import RecordingBackend
+from bot.control.driver import InputDriver
+from bot.control.hotkeys import HotkeyConfig, Hotkeys
+from bot.control.humanize import InputConfig
+from bot.errors import InputError
 
 REGION = (100, 50, 640, 360)  # left, top, width, height
 DT = 0.008  # s, one tick at 125 Hz
@@ -242,30 +237,11 @@ def test_configs_validate() -> None:
         HotkeyConfig(kill="space").check_against(["space", "1"])
 
 
-def test_hotkeys_dispatch_once_per_press_and_ignore_the_bots_own_keys() -> None:
-    calls: list[str] = []
-    ours = {"f10"}
-    hotkeys = Hotkeys(
-        HotkeyConfig(),
-        on_start=lambda: calls.append("start"),
-        on_pause=lambda: calls.append("pause"),
-        on_kill=lambda: calls.append("kill"),
-        ignore=lambda name: name in ours,
-    )
-    for name in ["f9", "f9", "a", "f10", "f12"]:  # f9 auto-repeats before its release
-        hotkeys.handle_press(name)
-    hotkeys.handle_release("f9")
-    hotkeys.handle_press("f9")
-    assert calls == ["start", "kill", "start"]
-    assert key_name(type("K", (), {"name": "f12"})()) == "f12"
-    assert key_name(type("C", (), {"char": "A"})()) == "a"
-
-
 @pytest.mark.display
 def test_pynput_moves_the_real_pointer_and_the_kill_hotkey_stops_it(xvfb: str) -> None:
     if shutil.which("xdotool") is None:
         pytest.skip("xdotool is not installed")
-    from bot.control.input import PynputBackend
+    from bot.control.backend import PynputBackend
 
     def pointer() -> tuple[int, int]:
         out = subprocess.run(["xdotool", "getmouselocation"], capture_output=True, text=True, timeout=10)
@@ -309,18 +285,3 @@ def test_pynput_moves_the_real_pointer_and_the_kill_hotkey_stops_it(xvfb: str) -
         hotkeys.stop()
         driver.stop()
         backend.close()  # before Xvfb goes away
-
-
-def test_lockstep_hand_moves_along_a_path_clicks_on_arrival_and_filters_key_repeats() -> None:
-    from bot.control.input import LockstepHand
-
-    hand = LockstepHand((640, 360), 30.0, ["", "space", "1", "2"], hud_panels=[(0.0, 0.0, 0.2, 0.2)], seed=0)
-    actions = [hand.action((0.9, 0.8), True, 1) for _ in range(30)]  # the same decision for 1 s
-    xs = [a["mouse"][0] for a in actions]
-    assert 0.5 < xs[0] < 0.9 and xs[-1] == pytest.approx(0.9, abs=0.01)  # a path, not a jump
-    clicked = [i for i, a in enumerate(actions) if a["click"]]
-    assert clicked and all(actions[i]["mouse"] == pytest.approx([0.9, 0.8], abs=0.01) for i in clicked)
-    assert sum(a["key"] == 1 for a in actions) == 1  # asked every frame, tapped once (attack toggles)
-    blocked = [hand.action((0.05, 0.05), True, 0) for _ in range(30)]  # a HUD panel: never clicked
-    on_panel = [a for a in blocked if a["click"] and max(a["mouse"]) <= 0.2]
-    assert not on_panel and hand.driver.stats.blocked_clicks > 0

@@ -1,9 +1,8 @@
-"""Policy bundles and the live PolicyRunner: loading errors name the file, and the runner feeds each model
-exactly what training builds (training/tasks.py) from the same perceived episode."""
+"""The live PolicyRunner (bot/policy/runner.py): it feeds each model exactly what training builds
+(training/tasks.py) from the same perceived episode, at the Tactician rate and aim snap it is given."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,35 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from bot.errors import PolicyError
 from bot.perception.pipeline import PerceptionStep
 from bot.perception.state import GLOB, OBS_SPEC, Observation
-from bot.policy.runner import (
-    BUNDLE_FILE,
-    BUNDLE_FORMAT,
-    BUNDLE_VERSION,
-    MAX_CATCH_UP,
-    Decision,
-    PolicyBundle,
-    PolicyRunner,
-)
+from bot.policy.bundle import PolicyBundle
+from bot.policy.runner import MAX_CATCH_UP, Decision, PolicyRunner
 from bot.recordings.episode import find_episodes
 from bot.recordings.perceived import PerceivedEpisode, load_perception
-from models.io import save_model
 from models.tactician import TacticianOutput
 
 F_OBJ, F_GLOB, N_MAX = len(OBS_SPEC.obj_features), len(OBS_SPEC.glob_features), OBS_SPEC.n_max
-
-
-@pytest.fixture
-def bundle_dir(tmp_path: Path, tiny_bundle) -> Path:
-    return tiny_bundle(tmp_path / "bundle")
-
-
-def _edit_json(path: Path, **changes) -> None:
-    data = json.loads(path.read_text())
-    data.update(changes)
-    path.write_text(json.dumps(data))
 
 
 def replay(p: PerceivedEpisode) -> Iterator[PerceptionStep]:
@@ -50,87 +29,6 @@ def replay(p: PerceivedEpisode) -> Iterator[PerceptionStep]:
         k = arrives.get(r)
         summary = None if k is None else p["summary"][k]
         yield PerceptionStep(p.observation(r), None, None, None, summary)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------------------------ loading
-
-
-def test_bundle_format_matches_training() -> None:
-    from training import policy
-
-    assert (BUNDLE_FORMAT, BUNDLE_VERSION, BUNDLE_FILE) == (
-        policy.BUNDLE_FORMAT,
-        policy.BUNDLE_VERSION,
-        policy.BUNDLE_FILE,
-    )
-
-
-def test_load_tiny_bundle(bundle_dir: Path) -> None:
-    bundle = PolicyBundle.load(bundle_dir)
-    assert bundle.profile.name == "arena" and bundle.modes == list(bundle.profile.modes)
-    assert not any(m.training for m in (bundle.strategist, bundle.tactician, bundle.executor))
-    assert bundle.detector_path is None
-    with pytest.raises(PolicyError, match="detector: none recorded"):
-        bundle.detector()
-
-
-def test_copied_detector_resolves_inside_the_bundle(bundle_dir: Path) -> None:
-    _edit_json(bundle_dir / BUNDLE_FILE, detector={"path": "detector", "copied": True})
-    bundle = PolicyBundle.load(bundle_dir)
-    assert bundle.detector_path == bundle_dir / "detector"
-    with pytest.raises(PolicyError, match="detector.*missing"):
-        bundle.detector()
-
-
-def test_missing_bundle_json(bundle_dir: Path) -> None:
-    (bundle_dir / BUNDLE_FILE).unlink()
-    with pytest.raises(PolicyError, match=rf"{BUNDLE_FILE}: missing"):
-        PolicyBundle.load(bundle_dir)
-
-
-def test_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="no such policy bundle"):
-        PolicyBundle.load(tmp_path / "nowhere")
-
-
-def test_wrong_format_version(bundle_dir: Path) -> None:
-    _edit_json(bundle_dir / BUNDLE_FILE, format_version=99)
-    with pytest.raises(PolicyError, match=rf"{BUNDLE_FILE}: format_version: expected 1, got 99"):
-        PolicyBundle.load(bundle_dir)
-
-
-def test_other_obs_spec(bundle_dir: Path) -> None:
-    _edit_json(bundle_dir / BUNDLE_FILE, obs_spec={**OBS_SPEC.to_dict(), "version": OBS_SPEC.version + 1})
-    with pytest.raises(PolicyError, match=rf"{BUNDLE_FILE}: obs_spec.*re-train"):
-        PolicyBundle.load(bundle_dir)
-
-
-def test_missing_model_folder(bundle_dir: Path) -> None:
-    import shutil
-
-    shutil.rmtree(bundle_dir / "tactician")
-    with pytest.raises(PolicyError, match=r"tactician: missing \(models.tactician"):
-        PolicyBundle.load(bundle_dir)
-
-
-def test_wrong_model_class(bundle_dir: Path) -> None:
-    from models.io import load_model
-
-    save_model(bundle_dir / "tactician", load_model(bundle_dir / "strategist"))
-    with pytest.raises(PolicyError, match=r"tactician/config.json: expected class 'Tactician'"):
-        PolicyBundle.load(bundle_dir)
-
-
-def test_models_that_do_not_fit_the_profile(bundle_dir: Path) -> None:
-    from models.executor import Executor
-    from models.io import load_model
-
-    executor = load_model(bundle_dir / "executor")
-    save_model(
-        bundle_dir / "executor", Executor(type(executor.config)(**{**executor.config.__dict__, "n_keys": 2}))
-    )
-    with pytest.raises(PolicyError, match="executor.n_keys: expected"):
-        PolicyBundle.load(bundle_dir)
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -144,7 +42,8 @@ def test_runner_reproduces_the_offline_pipeline(
     perceived: Path, tmp_path: Path, tiny_bundle, seed: int
 ) -> None:
     """Live stepping over a perceived episode = training's strategist_goals + tactician_context + forward."""
-    from training.datasets import FileLabels, load_episode
+    from training.datasets import load_episode
+    from training.labels import FileLabels
     from training.tasks import strategist_goals, tactician_context
 
     bundle = PolicyBundle.load(tiny_bundle(tmp_path / "bundle", seed=RUNNER_SEED))
