@@ -81,10 +81,13 @@ class KeySpec:
 
     name: str  # action name, e.g. "attack"
     key: str | None = None  # physical key (pynput name: "space", "1", "ctrl"); None only for "none"
+    hold: bool = False  # held down for as long as the Action says (Action v2 `held`), not tapped
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name: expected a non-empty string, got {self.name!r}")
+        if not isinstance(self.hold, bool) or (self.hold and self.name == "none"):
+            raise ValueError(f"hold: expected true or false (never for 'none'), got {self.hold!r}")
         if self.name != "none" and (not isinstance(self.key, str) or not self.key):
             raise ValueError(f"key: expected the physical key for {self.name!r}, got {self.key!r}")
 
@@ -256,6 +259,9 @@ class GameProfile:
     detector: DetectorSpec = field(default_factory=DetectorSpec)
     player: PlayerSpec = field(default_factory=PlayerSpec)
     cues: CueSpec | None = None  # enemy cues (aggressive name, selection ring); None = the game has none
+    # the game's score: points per counted event (e.g. {kill: 100, damage: 1, death: -200}); empty = the game
+    # keeps its own score (the Arena's credits)
+    score: dict[str, float] = field(default_factory=dict)
     version: int = PROFILE_VERSION  # profile file format version
     path: Path | None = None
 
@@ -268,6 +274,11 @@ class GameProfile:
             )
         if not self.classes:
             raise ValueError("classes: expected at least one class, got none")
+        bad = {
+            k: v for k, v in dict(self.score).items() if not isinstance(v, int | float) or isinstance(v, bool)
+        }
+        if bad or not isinstance(self.score, dict):
+            raise ValueError(f"score: expected {{event: points}} with numbers, got {self.score!r}")
         _check_unique("classes", [c.name for c in self.classes])
         if not self.keys or self.keys[0].name != "none":
             raise ValueError(f"keys: expected a list starting with 'none', got {[k.name for k in self.keys]}")
@@ -285,6 +296,18 @@ class GameProfile:
     @property
     def key_names(self) -> list[str]:
         return [k.name for k in self.keys]
+
+    def points(self, **counts: float) -> float:
+        """The score of event counts by the profile's weights (events without a weight count 0)."""
+        return float(sum(self.score.get(name, 0.0) * value for name, value in counts.items()))
+
+    def held_keys(self, held: int) -> frozenset[str]:
+        """The physical keys of an Action v2 `held` bitmask (bit k = keys[k])."""
+        return frozenset(k.key for i, k in enumerate(self.keys) if held >> i & 1 and k.key)
+
+    def held_mask(self, physical: frozenset[str] | set[str]) -> int:
+        """The `held` bitmask of a set of physical keys (the inverse of held_keys)."""
+        return sum(1 << i for i, k in enumerate(self.keys) if k.key in physical)
 
     def role_of(self, cls: int) -> str:
         """Role of detector class index `cls`."""

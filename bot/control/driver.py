@@ -49,6 +49,7 @@ class InputStats:
     moves: int = 0  # pointer move events sent
     clicks: int = 0  # clicks sent (button presses)
     keys: int = 0  # key taps sent
+    holds: int = 0  # key presses of held keys (hold())
     clamped_targets: int = 0  # submitted targets (or click points) outside the region, clamped into it
     clamped_events: int = 0  # events whose position had to be clamped into the region when sent
     blocked_clicks: int = 0  # clicks dropped because their point is on a no-click rect (HUD panel)
@@ -62,7 +63,7 @@ class InputStats:
         return self.clamped_targets + self.clamped_events
 
     def to_dict(self) -> dict:
-        names = ("moves", "clicks", "keys", "clamped_targets", "clamped_events", "blocked_clicks")
+        names = ("moves", "clicks", "keys", "holds", "clamped_targets", "clamped_events", "blocked_clicks")
         names += ("dropped_clicks", "dropped_keys", "user_pauses")
         return {name: getattr(self, name) for name in names} | {"clamped": self.clamped}
 
@@ -83,10 +84,11 @@ class _Mailbox:
         self.keys: deque[tuple[str, float]] = deque()  # (key, time requested)
         self.max_keys = max_keys
         self.frame_t: float | None = None  # grab time of the frame behind the newest target, not yet acted on
+        self.hold: frozenset[str] | None = None  # keys to keep held; None = the caller holds none
 
     def clear(self) -> None:
         with self.lock:
-            self.aim, self.click, self.frame_t = None, None, None
+            self.aim, self.click, self.frame_t, self.hold = None, None, None, None
             self.keys.clear()
 
 
@@ -126,6 +128,7 @@ class InputDriver:
         self._button_up_at: float | None = None  # a held button's release time
         self._next_click = -math.inf
         self._key_held: tuple[str, float] | None = None  # (key, release time)
+        self._holding: set[str] = set()  # keys pressed through hold() and not yet released
         self._next_key = -math.inf
         self._last_tap: dict[str, float] = {}
         self._recent_keys: dict[str, float] = {}  # key -> last press time, for Hotkeys to ignore
@@ -161,6 +164,17 @@ class InputDriver:
                     self._mail.click = _Click(point, now + self.cfg.click_timeout_s)
             if key:
                 self._request_key(key, now)
+
+    def hold(self, keys: frozenset[str] | set[str], tap: str | None = None) -> None:
+        """Keep exactly `keys` held from the next tick on (the others held this way are released), and tap
+        `tap`:
+        the Action of games flown with keys held together (Naev: thrust + turn + fire)."""
+        if self._killed or self._paused or self.error is not None:
+            return
+        with self._mail.lock:
+            self._mail.hold = frozenset(keys)
+            if tap:
+                self._request_key(tap, self.clock())
 
     def _request_key(self, key: str, now: float) -> None:
         queued = any(k == key for k, _ in self._mail.keys)
@@ -232,6 +246,7 @@ class InputDriver:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self._mail.clear()  # nothing wished for is pressed again
         self.release_all()
         atexit.unregister(self.release_all)
 
@@ -265,6 +280,7 @@ class InputDriver:
             sent = self._move(now, click.point if click is not None else aim)
             sent |= self._maybe_click(now, click)
             sent |= self._maybe_tap(now)
+            sent |= self._apply_holds()
             if sent and frame_t is not None:
                 self.stats.latency_ms.append((self.clock() - frame_t) * 1000.0)
             elif frame_t is not None:
@@ -360,12 +376,33 @@ class InputDriver:
             if not self._mail.keys:
                 return False
             key, _ = self._mail.keys.popleft()
+        if key in self._holding:  # already down through hold(): a tap would release it
+            self.stats.dropped_keys += 1
+            return False
         self._backend_call(self.backend.press_key, key)
         self._recent_keys[key] = self.clock()
         self._last_tap[key] = now
         self.stats.keys += 1
         self._key_held = (key, now + float(self.rng.uniform(*self.cfg.key_hold_s)))
         return True
+
+    def _apply_holds(self) -> bool:
+        """Release the held keys no longer wanted, press the newly wanted ones (not one a tap is holding)."""
+        with self._mail.lock:
+            wanted = self._mail.hold
+        if wanted is None:
+            return False
+        for key in sorted(self._holding - wanted):
+            self._holding.discard(key)
+            self._backend_call(self.backend.release_key, key)
+        tapping = self._key_held[0] if self._key_held is not None else None
+        pressed = sorted(wanted - self._holding - {tapping})
+        for key in pressed:
+            self._backend_call(self.backend.press_key, key)
+            self._holding.add(key)
+            self._recent_keys[key] = self.clock()
+            self.stats.holds += 1
+        return bool(pressed)
 
     def _release_due(self, now: float) -> None:
         if self._button_up_at is not None and now >= self._button_up_at:
@@ -379,7 +416,7 @@ class InputDriver:
             self._next_key = now + self.cfg.key_gap_s
 
     def _release_held_locked(self) -> None:
-        """Release the held button and key (the send lock is held); never raises."""
+        """Release the held button and keys (the send lock is held); never raises."""
         if self._killed:
             return
         if self._button_up_at is not None:
@@ -389,6 +426,9 @@ class InputDriver:
             key, _ = self._key_held
             self._key_held = None
             self._safe(self.backend.release_key, key)
+        for key in sorted(self._holding):
+            self._safe(self.backend.release_key, key)
+        self._holding.clear()
 
     def _safe(self, call: Callable, *args: object) -> None:
         try:

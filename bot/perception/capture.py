@@ -196,6 +196,12 @@ class MssSource:
             self.dropped += late_slots
             self._next_slot += late_slots
 
+    @property
+    def started(self) -> float | None:
+        """time.monotonic() of the first frame slot: frame.t is counted from it (None before the first
+        read)."""
+        return self._start
+
     def read(self) -> Frame:
         self._wait_for_slot()
         t = time.monotonic() - (self._start or 0.0)  # when the grab began: the frame's time

@@ -33,6 +33,11 @@ from bot.recordings.video import VideoWriter
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# The Action contract: 1 = mouse, click and one key tap a frame; 2 adds `held`, the keys held down (games
+# flown
+# with keys held together, such as Naev). Episodes without the field are version 1 and read as before.
+ACTION_VERSION = 2
+ACTION_VERSIONS = (1, 2)
 SOURCES = ("human", "expert", "bot")
 VIDEO_NAME = "video.mp4"
 META_NAME = "meta.json"
@@ -64,12 +69,16 @@ REQUIRED_STEP_FIELDS: tuple[pa.Field, ...] = (
 # Columns an episode may carry: human input state, and ground truth when the source is the Arena.
 OPTIONAL_STEP_FIELDS: tuple[pa.Field, ...] = (
     pa.field("keys_down", pa.list_(pa.string())),  # keys held (human recordings)
+    pa.field("held", pa.int32()),  # Action v2: bit k set = meta.keys[k] is held down during this frame
     pa.field("buttons_down", pa.list_(pa.string())),  # mouse buttons held (human recordings)
     pa.field("gt_objects", pa.list_(GT_OBJECT)),  # on-screen objects with screen-pixel boxes
     pa.field("hp", pa.float32()),  # player hp fraction 0..1
     pa.field("shield", pa.float32()),  # player shield fraction 0..1
     pa.field("credits", pa.int64()),
     pa.field("deaths", pa.int32()),
+    pa.field("kills", pa.int32()),  # hostiles the player destroyed so far (games whose score counts kills)
+    pa.field("dealt", pa.float32()),  # damage the player dealt so far (game units)
+    pa.field("taken", pa.float32()),  # damage the player took so far
     pa.field("player_x", pa.float32()),  # world px
     pa.field("player_y", pa.float32()),  # world px
     pa.field("selected_id", pa.int32()),
@@ -115,6 +124,7 @@ class EpisodeMeta:
     frames: int = 0
     complete: bool = False
     schema_version: int = SCHEMA_VERSION
+    action_version: int = ACTION_VERSION  # the Action contract of steps (ACTION_VERSIONS)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (expert config, ...)
 
     def __post_init__(self) -> None:
@@ -128,6 +138,14 @@ class EpisodeMeta:
             )
         if not self.keys or self.keys[0] != "none":
             raise ValueError(f"EpisodeMeta.keys: expected a list starting with 'none', got {self.keys!r}")
+        if self.action_version not in ACTION_VERSIONS:
+            raise ValueError(
+                f"EpisodeMeta.action_version: expected one of {ACTION_VERSIONS}, got {self.action_version!r}"
+            )
+        if self.action_version >= 2 and len(self.keys) > 31:
+            raise ValueError(
+                f"EpisodeMeta.keys: Action v2 holds at most 31 keys in `held`, got {len(self.keys)}"
+            )
 
     @classmethod
     def from_json(cls, path: Path) -> EpisodeMeta:
@@ -143,6 +161,13 @@ class EpisodeMeta:
         if version != SCHEMA_VERSION:
             raise EpisodeError(
                 path, f"schema_version {version!r} is not supported (this build reads {SCHEMA_VERSION})"
+            )
+        data.setdefault("action_version", 1)  # written before the Action contract had a version
+        if data["action_version"] not in ACTION_VERSIONS:
+            raise EpisodeError(
+                path,
+                f"action_version {data['action_version']!r} is not supported "
+                f"(this build reads {ACTION_VERSIONS})",
             )
         try:
             return cls(**data)
@@ -397,6 +422,14 @@ class Episode:
                 )
             self._steps = table
         return self._steps
+
+    def held(self) -> np.ndarray:
+        """(frames,) int32 bitmask of the keys held down per frame (bit k = meta.keys[k]); zeros before
+        Action v2."""
+        steps = self.steps()
+        if "held" not in steps.schema.names:
+            return np.zeros(steps.num_rows, np.int32)
+        return steps.column("held").fill_null(0).to_numpy().astype(np.int32)
 
     def _check_step_columns(self, table: pa.Table) -> None:
         for f in REQUIRED_STEP_FIELDS:

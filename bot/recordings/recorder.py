@@ -26,7 +26,7 @@ from bot.recordings.input_events import InputEvent, InputSource, format_event, k
 
 log = logging.getLogger(__name__)
 
-STEP_COLUMNS = ("keys_down", "buttons_down", "events")
+STEP_COLUMNS = ("held", "keys_down", "buttons_down", "events")
 STATUS_EVERY_S = 5.0  # s between progress lines
 
 
@@ -97,11 +97,16 @@ class InputState:
 class RowBuilder:
     """Turns the events of one frame interval into a steps row (Action contract + raw input)."""
 
-    def __init__(self, region: Sequence[int], keys: Sequence[str], state: InputState) -> None:
-        """`keys`: the physical key of each Action key index (index 0, "none", is never matched)."""
+    def __init__(
+        self, region: Sequence[int], keys: Sequence[str], state: InputState, hold: Sequence[bool] = ()
+    ) -> None:
+        """`keys`: the physical key of each Action key index (index 0, "none", is never matched);
+        `hold`: which of them are held keys (Action v2 `held`) rather than taps."""
         self.region = tuple(region)  # (left, top, width, height) screen px
         self.key_index = {key_name(name): i for i, name in enumerate(keys) if i > 0}
+        self.hold_index = {key_name(name): i for i, (name, h) in enumerate(zip(keys, hold)) if i > 0 and h}
         self.state = state
+        self.pressed: set[str] = set()  # keys down at some time in this interval (held for its row)
         self.clicks: deque[tuple[int, int]] = deque()  # screen px, waiting for a row
         self.taps: deque[int] = deque()  # key indices, waiting for a row
 
@@ -121,9 +126,11 @@ class RowBuilder:
         elif event.kind == "up":
             state.buttons.discard(event.button)
         elif event.kind == "press":
-            if event.key not in state.keys and event.key in self.key_index:  # auto-repeat is not a tap
+            new = event.key not in state.keys  # auto-repeat is not a tap
+            if new and event.key in self.key_index and event.key not in self.hold_index:
                 self.taps.append(self.key_index[event.key])
             state.keys.add(event.key)
+            self.pressed.add(event.key)
         elif event.kind == "release":
             state.keys.discard(event.key)
 
@@ -135,17 +142,20 @@ class RowBuilder:
 
     def row(self, events: list[InputEvent], t0: float, t: float) -> dict[str, Any]:
         """The row of a frame interval: `events` in it, `t0` the episode's start, `t` the frame's time."""
+        self.pressed = set(self.state.keys)  # held in this interval: down at its start, or pressed in it
         for event in events:
             self.observe(event)
         click = bool(self.clicks)
         x, y = self.clicks.popleft() if click else self.state.cursor
         mouse_x, mouse_y = self.fraction(x, y)
+        down, self.pressed = self.state.keys | self.pressed, set()
         return dict(
             t=t - t0,
             mouse_x=mouse_x,
             mouse_y=mouse_y,
             click=click,
             key=self.taps.popleft() if self.taps else 0,
+            held=sum(1 << i for key, i in self.hold_index.items() if key in down),
             keys_down=sorted(self.state.keys),
             buttons_down=sorted(self.state.buttons),
             events=[format_event(e, t0, self.region) for e in events],
@@ -206,7 +216,8 @@ class Recorder:
         self.size = (self.region[2] // 2 * 2, self.region[3] // 2 * 2)  # H.264 needs even sizes
         self.hotkeys = cfg.hotkeys
         self.state = InputState(inputs.position())
-        self.rows = RowBuilder(self.region, [k.key or "none" for k in profile.keys], self.state)
+        keys = [k.key or "none" for k in profile.keys]
+        self.rows = RowBuilder(self.region, keys, self.state, [k.hold for k in profile.keys])
         self.episode: _Open | None = None
         self.paused = False
         self.reports: list[EpisodeReport] = []

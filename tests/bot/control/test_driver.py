@@ -173,6 +173,35 @@ def test_keys_are_taps_without_overlap_and_repeats_are_dropped() -> None:
     assert driver.cfg.key_hold_s[0] <= up.t - down.t <= driver.cfg.key_hold_s[1] + DT
 
 
+def test_held_keys_follow_each_frames_set_and_taps_interleave() -> None:
+    driver, backend, clock = make()
+    driver.hold({"w", "space"}, tap="r")
+    advance(driver, clock, 0.05)
+    assert {e.key for e in backend.of("key_down")} == {"w", "space", "r"}
+    driver.hold({"w", "a"})  # space let go, a pressed, w stays down (no second press)
+    advance(driver, clock, 0.05)
+    downs = [e.key for e in backend.of("key_down")]
+    ups = [e.key for e in backend.of("key_up")]
+    assert downs.count("w") == 1 and "a" in downs and "space" in ups and "w" not in ups
+    assert driver.stats.holds == 3 and not backend.of("move"), "keys alone: the pointer never moved"
+    driver.hold({"w"}, tap="w")  # a tap of a held key would release it: dropped
+    advance(driver, clock, 0.5)
+    assert "w" not in [e.key for e in backend.of("key_up")] and driver.stats.dropped_keys == 1
+
+
+def test_pause_kill_and_stop_release_held_keys() -> None:
+    for end in ("pause", "kill", "stop"):
+        driver, backend, clock = make()
+        driver.hold({"w", "d"})
+        advance(driver, clock, 0.05)
+        getattr(driver, end)()
+        assert sorted(e.key for e in backend.of("key_up")) == ["d", "w"], end
+        count = len(backend.events)
+        driver.resume()
+        advance(driver, clock, 0.1)
+        assert len(backend.events) == count, f"{end}: nothing is pressed again until the next hold()"
+
+
 def test_clicks_on_a_hud_panel_are_blocked_and_unreached_clicks_expire() -> None:
     driver, backend, clock = make(no_click=[(100, 50, 250, 120)])
     driver.submit(150, 80, click=True)

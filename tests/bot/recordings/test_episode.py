@@ -147,6 +147,29 @@ def test_unknown_schema_version(tmp_path: Path) -> None:
         open_episode(tmp_path / "ep")
 
 
+def test_held_keys_round_trip_and_older_episodes_read_as_action_v1(tmp_path: Path) -> None:
+    meta = make_meta(keys=["none", "thrust", "left", "right", "fire", "target"])
+    with EpisodeWriter(tmp_path / "v2", meta, optional_fields=["held", "hp", "gt_objects"]) as writer:
+        for i in range(6):
+            writer.append(
+                pattern_frame(i), {**step_row(i), "key": 0, "held": (1 << 1 | 1 << 4) if i % 2 else 0}
+            )
+    episode = open_episode(tmp_path / "v2")
+    assert episode.meta.action_version == 2
+    assert episode.held().tolist() == [0, 18, 0, 18, 0, 18]
+    write_episode(tmp_path / "old", frames=5)  # an Arena episode: no held column, written before the version
+    meta_path = tmp_path / "old" / "meta.json"
+    data = json.loads(meta_path.read_text())
+    del data["action_version"]
+    meta_path.write_text(json.dumps(data))
+    old = open_episode(tmp_path / "old")
+    assert old.meta.action_version == 1 and old.held().tolist() == [0] * 5
+    data["action_version"] = 3
+    meta_path.write_text(json.dumps(data))
+    with pytest.raises(EpisodeError, match=r"meta\.json: action_version 3 is not supported"):
+        open_episode(tmp_path / "old")
+
+
 def test_truncated_steps_names_the_file(tmp_path: Path) -> None:
     write_episode(tmp_path / "ep", frames=10)
     steps = tmp_path / "ep" / "steps.parquet"

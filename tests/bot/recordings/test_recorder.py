@@ -67,11 +67,13 @@ class ScriptedInput:
         return self.buffer.drain(until)
 
 
-def record_script(tmp_path: Path, script: list[InputEvent], frames: int = 30, **cfg) -> Recorder:
+def record_script(
+    tmp_path: Path, script: list[InputEvent], frames: int = 30, game: str = "arena", **cfg
+) -> Recorder:
     clock = FakeClock()
     config = RecordConfig(out=tmp_path, fps=FPS, flush_every=10, **cfg)
     inputs = ScriptedInput(clock, script)
-    recorder = Recorder(config, load_profile("arena"), FakeSource(clock, frames), inputs, REGION, clock=clock)
+    recorder = Recorder(config, load_profile(game), FakeSource(clock, frames), inputs, REGION, clock=clock)
     recorder.run(lambda: False)
     assert inputs.started and inputs.stopped
     return recorder
@@ -145,6 +147,23 @@ def test_hotkeys_split_discard_and_pause_and_are_not_recorded(tmp_path: Path) ->
     assert not any(r["click"] for r in steps_of(c.path))  # the click during the pause is not in any episode
     assert [r["key"] for r in steps_of(d.path)].count(load_profile("arena").key_index("boost")) == 1
     assert len(find_episodes(tmp_path)) == 3
+
+
+def test_held_keys_of_a_game_flown_with_keys_held_are_recorded_as_held_not_tapped(tmp_path: Path) -> None:
+    script = [InputEvent(0.05, "press", key="w"), InputEvent(0.06, "press", key="d")]
+    script += [InputEvent(0.101, "press", key="w")]  # auto-repeat while held
+    script += [InputEvent(0.2, "release", key="d"), InputEvent(0.26, "press", key="space")]
+    script += [InputEvent(0.27, "release", key="space")]
+    script += [InputEvent(0.3, "release", key="w")] + tap(0.4, "r")
+    record_script(tmp_path, script, frames=15, game="naev")
+    steps = steps_of(find_episodes(tmp_path)[0])
+    profile = load_profile("naev")
+    held = [profile.held_keys(s["held"]) for s in steps]
+    assert held[0] == set() and held[2] == {"w", "d"} and held[6] == {"w", "d"}, "d let go during frame 6"
+    assert held[7] == held[8] == {"w", "space"}, "space down at 0.26 s, up at 0.27 s: frames 7 and 8"
+    assert held[9] == {"w"} and held[10:] == [set()] * 5, "a key let go in a frame still counts in it"
+    taps = [(i, s["key"]) for i, s in enumerate(steps) if s["key"]]
+    assert taps == [(12, profile.key_names.index("target"))], "held keys are never taps; r is"
 
 
 def test_config_validates() -> None:
