@@ -11,12 +11,11 @@
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
 from collections.abc import Callable
 
 from bot.errors import PilotError
+from bot.logs import setup_logging
 
 # name -> (module:function taking argv and returning an exit code, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,14 +24,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the bot plays the Arena with the shipped policy (window + eval + overlay video)",
     ),
     "arena": ("arena.window:main", "open the Arena in a window and play it with mouse and keyboard"),
-    "demos": ("bot.play.demos:main", "write expert demonstration episodes (video + steps + labels)"),
+    "demos": (
+        "bot.play.demos:main",
+        "write expert demonstration episodes (video + steps + labels) of the Arena or Naev",
+    ),
     "run": (
         "bot.play.run:main",
         "play a game live through the screen, mouse and keyboard with a policy bundle",
     ),
     "eval": (
         "bot.play.evaluate:main",
-        "measure a policy bundle on the Arena against the expert and a random policy",
+        "measure a policy bundle on the Arena against the expert and random play (Naev: the scripted pilot)",
     ),
     "dagger": (
         "bot.play.dagger:main",
@@ -59,13 +61,6 @@ def usage() -> str:
 def resolve(spec: str) -> Callable[..., int]:
     module_name, func_name = spec.split(":")
     return getattr(importlib.import_module(module_name), func_name)
-
-
-def setup_logging() -> None:
-    level = os.environ.get("PILOT_LOG", "INFO").upper()
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

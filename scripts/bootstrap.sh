@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the project's own virtual environment (.venv) and installs Orbit Pilot into it.
-# Usage: scripts/bootstrap.sh [--dev]   (--dev adds pytest, ruff and the X tools the display tests need)
+# Usage: scripts/bootstrap.sh [--dev]   (--dev adds pytest, ruff, the X tools and Naev the display tests need)
 # Idempotent: a second run only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,8 @@ if [ -n "$extras" ]; then
     command -v Xvfb >/dev/null || need+=(xvfb)
     command -v xdotool >/dev/null || need+=(xdotool)
     command -v xdpyinfo >/dev/null || need+=(x11-utils)
+    # Naev 0.8.2, the second game (bot/games/naev/): a real game nobody here wrote, for its display tests.
+    [ -x /usr/games/naev ] || command -v naev >/dev/null || need+=(naev)
     if [ ${#need[@]} -gt 0 ]; then
         sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
         echo "[bootstrap] apt-get install ${need[*]}"

@@ -20,12 +20,13 @@ MAX_DOCSTRING = 1000
 
 # What each part of the project may import from the project (itself is always allowed). bot's subpackages
 # in the order they stack; errors and profile are the contracts every subpackage reads.
-CONTRACTS = {"bot.errors", "bot.profile", "validation"}
+CONTRACTS = {"bot.errors", "bot.logs", "bot.profile", "validation"}
 ALLOWED: dict[str, set[str]] = {
     "validation": set(),
     "arena": {"validation"},
     "models": {"validation"},
     "bot.errors": set(),
+    "bot.logs": set(),
     "bot.profile": {"bot.errors", "validation"},
     "bot.perception": CONTRACTS | {"arena"},
     "bot.recordings": CONTRACTS | {"bot.perception", "arena"},
@@ -38,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "vlm_labeling": CONTRACTS | {"bot.perception", "bot.recordings", "arena"},
     "benchmarks": CONTRACTS
     | {"arena", "models", "training", "bot.perception", "bot.recordings", "bot.policy", "bot.control"}
-    | {"bot.play"},
+    | {"bot.games", "bot.play"},
 }
 LIVE_INPUT = "bot.control"  # the live input driver: nothing in training or vlm_labeling may reach it
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,9 +86,3 @@ def parse(cls: type[C], argv: list[str] | None, prog: str, description: str | No
     if path is not None and "--help" not in argv and "-h" not in argv:
         default = apply_overrides(default, load_config_file(path), f"--config {path}")
     return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)
-
-
-def setup_logging() -> None:
-    """One logging configuration for the command lines (library code only logs)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -16,7 +16,8 @@ import logging
 import sys
 from typing import Any, TypeVar
 
-from training.cli import ConfigFileError, parse, setup_logging
+from bot.logs import setup_logging
+from training.cli import ConfigFileError, parse
 from training.errors import DatasetError
 from training.runs import (
     ExecutorRun,

@@ -23,11 +23,12 @@ from typing import Any
 import torch
 
 from bot.errors import PilotError
+from bot.logs import setup_logging
 from bot.policy.bundle import BUNDLE_FILE, bundle_inference, read_bundle_json, write_bundle_json
 from models.errors import ConfigError, ModelsError
 from models.io import load_model, save_model
 from training.checkpoint import find_checkpoint, versions
-from training.cli import ConfigFileError, parse, setup_logging
+from training.cli import ConfigFileError, parse
 from training.config import TrainConfig
 from training.datasets import split_episodes
 from training.errors import DatasetError

@@ -3,6 +3,7 @@
 
 Examples:
     pilot demos --out data/recordings/arena --episodes 8 --seconds 180 --seed 0 --workers 2
+    pilot demos --game naev --out data/recordings/naev --episodes 4 --seconds 120 --workers 1
     pilot demos --out /tmp/demos --episodes 2 --seconds 20 --width 640 --height 360
 
 Episode i is played with seed `seed + i` and named `expert-<seed>`; an episode already complete on disk
@@ -44,9 +45,13 @@ PROGRESS_EVERY = 30  # frames between progress messages from a worker
 
 @dataclass
 class DemosConfig:
-    """Write expert demonstration episodes of the Arena."""
+    """Write expert demonstration episodes of the Arena (or of a game driven through its adapter)."""
 
     out: Path = Path("data/recordings/arena")  # folder that receives one sub-folder per episode
+    game: str = "arena"  # arena (in-process), or a game played through its adapter (naev: the real game)
+    headless: bool = (
+        True  # adapter games: on a private Xvfb per worker (--no-headless: the display in $DISPLAY)
+    )
     episodes: int = 4  # number of episodes
     seconds: float = 120.0  # game seconds per episode
     seed: int = 0  # episode i uses seed + i
@@ -197,6 +202,20 @@ def run(cfg: DemosConfig) -> list[dict[str, Any]]:
     """Write every pending episode; a worker's failure stops the run with that episode's error."""
     from tqdm import tqdm
 
+    if cfg.game != "arena":
+        from bot.play.adapter_runs import record_demos
+
+        return record_demos(
+            cfg.game,
+            cfg.out,
+            cfg.episodes,
+            cfg.seconds,
+            cfg.seed,
+            cfg.workers,
+            (cfg.width, cfg.height),
+            cfg.headless,
+        )
+
     seeds = pending_seeds(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     progress = SPAWN.Queue()  # frames recorded, from every worker
@@ -224,6 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(DemosConfig, args=argv, prog="pilot demos", description=__doc__)
     results = run(cfg)
     for r in results:
+        if cfg.game != "arena":
+            log.info(
+                "%s seed %d: score %.0f, kills %d, deaths %d",
+                cfg.game,
+                r["seed"],
+                r["score"],
+                r["kills"],
+                r["deaths"],
+            )
+            continue
         score = r.get("score", {})
         log.info(
             "%s skill %.2f: credits %s kills %s boxes %s deaths %s",

@@ -8,6 +8,7 @@ Examples:
     pilot eval --policy data/policies/dev --episodes 4 --seconds 60 --workers 2 --json
     pilot eval --policy data/policies/dev --episodes 1 --seconds 30 --overlay /tmp/eval.mp4
     pilot eval --policy data/policies/dev --width 640 --height 360 --zoom 0.5 --no-baselines
+    pilot eval --game naev --episodes 10 --seconds 60 --seed 100 --json   # scripted pilot vs random in Naev
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ LATENCY_STAGES = (*PERCEPTION_STAGES, *POLICY_STAGES, "total", "arena")
 class EvalConfig:
     """Play the Arena with a policy bundle; compare it with the expert and a random policy."""
 
-    policy: Path  # policy bundle folder (`pilot train policy --out`)
+    policy: Path | None = None  # policy bundle folder (`pilot train policy --out`); required for the Arena
+    game: str = "arena"  # arena (in-process), or a game played through its adapter (naev: the real game)
+    headless: bool = (
+        True  # adapter games: on a private Xvfb per worker (--no-headless: the display in $DISPLAY)
+    )
     episodes: int = 3  # episodes per policy
     seconds: float = 60.0  # game seconds per episode
     seed: int = 1000  # first seed; episode i uses seed + i (demonstrations start at 0)
@@ -61,7 +66,12 @@ class EvalConfig:
     hand: Literal["humanised", "direct"] = "humanised"
 
     def __post_init__(self) -> None:
-        self.policy = Path(self.policy)
+        if self.policy in (None, ""):
+            if self.game == "arena":
+                raise ValueError("--policy: expected a policy bundle folder (required for the Arena)")
+            self.policy = None
+        else:
+            self.policy = Path(self.policy)
         self.overlay = None if self.overlay in (None, "") else Path(self.overlay)
         for name in ("episodes", "workers", "width", "height", "fps"):
             if getattr(self, name) < 1:
@@ -437,6 +447,15 @@ def run(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(EvalConfig, args=argv, prog="pilot eval", description=__doc__)
+    if cfg.game != "arena":
+        from bot.play import adapter_runs
+
+        adapter_runs.check_no_bundle(cfg.game, cfg.policy)
+        result = adapter_runs.evaluate(
+            cfg.game, cfg.episodes, cfg.seconds, cfg.seed, cfg.workers, (cfg.width, cfg.height), cfg.headless
+        )
+        print(json.dumps(result, indent=2, allow_nan=False) if cfg.json else adapter_runs.tables(result))
+        return 0
     result, text = run(cfg)
     print(json.dumps(result, indent=2, allow_nan=False) if cfg.json else text)
     return 0

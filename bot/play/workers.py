@@ -14,6 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any, TypeVar
 
 from bot.errors import PilotError
+from bot.games.processes import die_with_parent
+from bot.logs import setup_logging
 
 SPAWN = mp.get_context("spawn")  # no inherited threads or SDL state in the workers
 POLL_S = 0.2  # how often `tick` runs while episodes play
@@ -30,6 +32,8 @@ class Stopped(Exception):
 def _init(stop: Any, init: Callable[..., None], init_args: tuple[Any, ...]) -> None:
     global _STOP
     _STOP = stop
+    setup_logging()  # a spawned worker starts with no handlers: its warnings would be lost
+    die_with_parent()  # a SIGKILLed `pilot` takes its workers (and so their games) with it
     init(*init_args)
 
 
@@ -49,16 +53,21 @@ def play_seeds(
     episode: Callable[[int], str],
     on_done: Callable[[int], None] | None = None,
     tick: Callable[[], None] | None = None,
+    fresh: bool = False,
 ) -> list[T]:
     """`play(seed)` for every seed on `workers` spawned processes, each set up by `init(*init_args)`.
 
     `play` and `init` must be module-level functions (they are pickled by name). `episode(seed)` names the
     episode in the error of a failed one; `on_done(seed)` runs in this process after each finished episode,
-    `tick()` every POLL_S seconds while waiting (progress bars)."""
+    `tick()` every POLL_S seconds while waiting (progress bars); `fresh` plays each seed in a new process
+    (a real game's X connections, threads and environment then never outlive its episode)."""
     results: dict[int, T] = {}
     stop = SPAWN.Event()
     size, setup = min(workers, max(1, len(seeds))), (stop, init, init_args)
-    with ProcessPoolExecutor(size, mp_context=SPAWN, initializer=_init, initargs=setup) as pool:
+    per_child = 1 if fresh else None
+    with ProcessPoolExecutor(
+        size, mp_context=SPAWN, initializer=_init, initargs=setup, max_tasks_per_child=per_child
+    ) as pool:
         pending: dict[Future, int] = {pool.submit(_play_unless_stopped, play, seed): seed for seed in seeds}
         try:
             while pending:

@@ -1,0 +1,115 @@
+"""`pilot demos` and `pilot eval` for a game driven through its adapter (bot/games/<game>/adapter.py): the
+real
+game on a private display per worker, its scripted pilot and a random player on the same seeds.
+
+The Arena keeps its in-process path (demos.py, evaluate.py); every other game goes through here, so nothing
+game-specific is written in play code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bot.errors import EpisodeError, PilotError
+from bot.games import adapter_for
+from bot.play.workers import play_seeds
+from bot.recordings.episode import open_episode
+
+log = logging.getLogger(__name__)
+
+_WORKER: dict[str, Any] = {}  # this worker process's job: game, out, seconds, ...
+
+
+def _init_worker(job: dict[str, Any]) -> None:
+    _WORKER.clear()
+    _WORKER.update(job)
+
+
+def _play_in_worker(seed: int) -> dict[str, Any]:
+    job = _WORKER
+    out = Path(job["out"]) / f"{job['prefix']}-{seed:06d}" if job.get("out") else None
+    adapter = adapter_for(job["game"])
+    width, height = job["size"]
+    return adapter.play(
+        seed,
+        job["seconds"],
+        pilot=job["pilot"],
+        width=width,
+        height=height,
+        headless=job["headless"],
+        out=out,
+    )
+
+
+def _complete(directory: Path) -> bool:
+    """True when a complete episode is there; an unfinished or broken one is removed (written again)."""
+    if not directory.exists():
+        return False
+    try:
+        if open_episode(directory).meta.complete:
+            log.info("keeping complete episode %s", directory)
+            return True
+    except EpisodeError as exc:
+        log.warning("rewriting %s (%s)", directory, exc)
+    shutil.rmtree(directory)
+    return False
+
+
+def record_demos(
+    game: str, out: Path, episodes: int, seconds: float, seed: int, workers: int, size: tuple[int, int],
+    headless: bool = True,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The scripted pilot's episodes `expert-<seed>` in `out`; complete ones on disk are kept."""
+    seeds = [s for s in range(seed, seed + episodes) if not _complete(out / f"expert-{s:06d}")]
+    out.mkdir(parents=True, exist_ok=True)
+    job = dict(game=game, out=str(out), prefix="expert", seconds=seconds, pilot="scripted")
+    job |= dict(size=size, headless=headless)
+    return play_seeds(
+        seeds, _play_in_worker, workers=workers, init=_init_worker, init_args=(job,), fresh=True,
+        episode=lambda s: str(out / f"expert-{s:06d}"),
+    )  # fmt: skip
+
+
+def evaluate(
+    game: str, episodes: int, seconds: float, seed: int, workers: int, size: tuple[int, int],
+    headless: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """The scripted pilot ("expert") and random input on the same seeds, scored by the game's own score."""
+    adapter = adapter_for(game)
+    seeds = list(range(seed, seed + episodes))
+    policies: dict[str, Any] = {}
+    for name, pilot in (("expert", "scripted"), ("random", "random")):
+        job = dict(
+            game=game, out=None, prefix=name, seconds=seconds, pilot=pilot, size=size, headless=headless
+        )
+        results = play_seeds(
+            seeds, _play_in_worker, workers=workers, init=_init_worker, init_args=(job,), fresh=True,
+            episode=lambda s, n=name: f"{game} {n} seed {s}",
+        )  # fmt: skip
+        policies[name] = {**adapter.summarise(results), "episodes": results}
+    return {"game": game, "seeds": seeds, "seconds": seconds, "policies": policies, "bot_expert_ratio": None}
+
+
+def check_no_bundle(game: str, policy: Path | None) -> None:
+    if policy is not None:
+        raise PilotError(
+            f"--policy {policy}: playing a policy bundle in {game} needs a bundle trained on {game} "
+            "recordings "
+            "with held-key actions, which no bundle has yet; run without --policy to measure the scripted "
+            "pilot against random input"
+        )
+
+
+def tables(result: dict[str, Any]) -> str:
+    seeds = result["seeds"]
+    rows = [f"{result['game']}: {len(seeds)} seed(s) from {seeds[0]}, {result['seconds']:.0f} s each"]
+    rows.append(f"{'policy':8} {'score/min':>10} {'+-':>7} {'kills/min':>10} {'deaths/min':>11}")
+    for name, stats in result["policies"].items():
+        rows.append(
+            f"{name:8} {stats['score_per_min_mean']:10.1f} {stats['score_per_min_std']:7.1f} "
+            f"{stats['kills_per_min']:10.2f} {stats['deaths_per_min']:11.2f}"
+        )
+    return "\n".join(rows)
