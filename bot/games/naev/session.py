@@ -72,6 +72,7 @@ class NaevSession:
         self.files: NaevFiles | None = None
         self.probe: ProbeReader | None = None
         self.display_name = ""
+        self._outer_display: str | None = None  # $DISPLAY before a private one replaced it
 
     @property
     def region(self) -> tuple[int, int, int, int]:
@@ -104,6 +105,7 @@ class NaevSession:
         if self.cfg.headless:
             self.display = PrivateDisplay(self.cfg.width, self.cfg.height).start()
             self.display_name = self.display.name
+            self._outer_display = os.environ.get("DISPLAY")
             os.environ["DISPLAY"] = self.display_name  # capture and X input of this process go there too
         else:
             self.display_name = os.environ.get("DISPLAY", "")
@@ -190,6 +192,7 @@ class NaevSession:
         if self.display is not None:
             self.display.stop()
             self.display = None
+            _restore_env("DISPLAY", self._outer_display)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -199,6 +202,13 @@ class NaevSession:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def window_of_pid(pid: int, display: str) -> tuple[int, int, int, int] | None:

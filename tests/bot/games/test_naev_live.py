@@ -93,10 +93,12 @@ def test_naev_reaches_the_scenario_and_the_probe_boxes_sit_on_the_ships(tmp_path
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_the_scripted_pilot_destroys_a_hostile_within_60_s(seed: int, tmp_path: Path) -> None:
+    outer = os.environ.get("DISPLAY")
     result = play(seed, 60.0, pilot="scripted", work=tmp_path, stop_when=lambda r: r.kills >= 1)
     assert result["kills"] >= 1, result
     assert result["seconds"] < 60.0
     assert our_children() == [], "a normal end stopped Naev and its Xvfb"
+    assert os.environ.get("DISPLAY") == outer, "the private display's DISPLAY does not outlive it"
 
 
 def run_pilot(args: list[str], **kw) -> subprocess.Popen:
