@@ -6,7 +6,8 @@
                 invalid: ask again with the reason (at most max_invalid_retries), then status "failed"
 
 HTTP 401/403/404/405 stop the run (`ABORT_STATUSES`). "auto" structured output drops `response_format`
-for the rest of the run once the server shows it does not support it. Retry, fallback and caching policy:
+for the rest of the run on evidence, and logs which: a 400/422/500 that names it, or `prose_limit` prose
+answers in a row (one JSON answer resets the count). Retry, fallback and caching policy:
 docs/notes/vlm_labeling.md, "vlm_labeling/client.py". The config is in client_config.py.
 """
 
@@ -128,6 +129,7 @@ class VLMClient:
         self._response_format = response_format(self._modes)
         self._transport = Transport(config.base_url, os.environ.get(config.api_key_env), config.timeout_s)
         self._structured = config.structured_output != "off"
+        self._prose_streak = 0  # answers in a row in prose while response_format was sent
         self._lock = threading.Lock()
         self._stats = ClientStats()
         key_state = (
@@ -304,15 +306,19 @@ class VLMClient:
         """The answer object: bare JSON, else the one object found in prose (then "auto" stops asking
         for structured output, which this server evidently ignores)."""
         try:
-            return load_json_object(content)
+            data = load_json_object(content)
         except InvalidAnswer as strict_error:
             try:
                 data = extract_json_object(content)
             except InvalidAnswer as lenient_error:
                 # Text that starts like JSON gets the decoder's precise complaint; prose gets the extractor's.
                 raise (strict_error if content.lstrip().startswith("{") else lenient_error) from None
+            if structured:
+                self._structured_ignored()
+            return data
         if structured:
-            self._structured_ignored()
+            with self._lock:
+                self._prose_streak = 0  # the server does honour response_format (a prose answer was a fluke)
         return data
 
     # -- structured output fallback ------------------------------------------------------------------------
@@ -333,7 +339,13 @@ class VLMClient:
 
     def _structured_ignored(self) -> None:
         if self.config.structured_output == "auto":
-            self._disable_structured("the server answered in prose despite response_format")
+            with self._lock:
+                self._prose_streak += 1
+                streak = self._prose_streak
+            if streak >= self.config.prose_limit:
+                self._disable_structured(f"{streak} answers in a row came as prose despite response_format")
+            else:
+                logger.info("an answer came as prose despite response_format (%d in a row)", streak)
         else:
             with self._lock:
                 first = self._stats.structured_fallbacks == 0

@@ -34,6 +34,9 @@ class ClientConfig:
     structured_output: StructuredOutput = (
         "auto"  # "auto" | "json_schema" | "off" (docs/notes/vlm_labeling.md)
     )
+    # "auto": prose answers in a row (despite response_format) that turn it off, the server evidently ignoring
+    # it; one answer in JSON resets the count, and a 400 naming response_format turns it off at once
+    prose_limit: int = 3
     max_tokens: int = 256  # completion tokens per answer
     temperature: float = 0.0  # sampling temperature; 0 = the model's most likely answer
     image_format: ImageFormat = "jpeg"  # how numpy frames are encoded ("jpeg" | "png")
@@ -57,6 +60,7 @@ class ClientConfig:
             ("max_retries", 0),
             ("max_invalid_retries", 0),
             ("max_tokens", 1),
+            ("prose_limit", 1),
         ):
             _expect_int(self, name, low)
         _expect_number(self, "temperature", low=0.0, high=2.0)

@@ -224,12 +224,25 @@ def test_server_rejecting_response_format_falls_back_to_text(server, make_client
     assert caplog.text.count("structured output off") == 1
 
 
-def test_server_ignoring_response_format_falls_back_to_text(server, make_client, make_request):
+def test_server_ignoring_response_format_falls_back_to_text(server, make_client, make_request, caplog):
     server.policy = lambda request: content_reply("Sure! " + answer_json(mode="FLEE") + " Stay safe.")
-    client = make_client(server, max_concurrency=1)
-    results = client.label_many([make_request(i) for i in range(3)])
-    assert [r.answer.mode for r in results] == ["FLEE"] * 3
-    assert ["response_format" in r.body for r in server.requests] == [True, False, False]
+    client = make_client(server, max_concurrency=1, prose_limit=3)
+    with caplog.at_level(logging.WARNING, logger="vlm_labeling"):
+        results = client.label_many([make_request(i) for i in range(5)])
+    assert [r.answer.mode for r in results] == ["FLEE"] * 5
+    assert ["response_format" in r.body for r in server.requests] == [True, True, True, False, False]
+    assert "3 answers in a row came as prose despite response_format" in caplog.text
+
+
+def test_one_prose_answer_among_json_ones_keeps_structured_output(server, make_client, make_request):
+    prose = content_reply("Here: " + answer_json(mode="LOOT") + " ok")
+    for _ in range(3):  # prose, prose, JSON: the streak restarts, never reaching 3
+        server.enqueue(prose, prose, answer_reply(mode="FIGHT"))
+    client = make_client(server, max_concurrency=1, cache=False, prose_limit=3)
+    results = client.label_many([make_request(i) for i in range(9)])
+    assert all(r.ok for r in results) and client.structured_output_active
+    assert all("response_format" in r.body for r in server.requests)
+    assert client.stats.structured_fallbacks == 0
 
 
 def test_forced_json_schema_on_a_server_without_it_is_an_error(server, make_client, make_request):
@@ -432,6 +445,7 @@ def test_shrunk_frames_carry_shrunk_boxes(server, make_client, make_frame):
         ("jpeg_quality", 101),
         ("temperature", 3.0),
         ("max_image_side", 4),
+        ("prose_limit", 0),
     ],
 )
 def test_config_names_the_bad_field(field, value):
