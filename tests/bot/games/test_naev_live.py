@@ -174,3 +174,20 @@ def test_a_crash_keeps_the_episode_and_a_freeze_is_an_error_not_a_hang(tmp_path:
         assert episode.meta.complete and 30 <= episode.num_frames < 60 * 30
         assert "ended" in episode.meta.extra
         assert our_children() == [], "the error path stopped Naev and its Xvfb"
+
+
+def test_eval_scores_the_scripted_pilot_and_random_input_on_the_same_seed() -> None:
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "eval", "--game", "naev", "--episodes", "1", "--seconds", "5",
+         "--seed", "21", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["seeds"] == [21] and result["bot_expert_ratio"] is None
+    for name in ("expert", "random"):
+        (episode,) = result["policies"][name]["episodes"]
+        assert episode["seed"] == 21 and episode["frames"] >= 100 and episode["dropped"] < 30
+        assert result["policies"][name]["score_per_min_mean"] == episode["score_per_min"]

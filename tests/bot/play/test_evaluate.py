@@ -76,6 +76,14 @@ def test_config_validation() -> None:
         EvalConfig(policy=Path("p"), episodes=0)
     with pytest.raises(ValueError, match="even numbers"):
         EvalConfig(policy=Path("p"), width=321)
+    with pytest.raises(ValueError, match="--policy: expected a policy bundle folder"):
+        EvalConfig()
+    assert EvalConfig(game="naev").policy is None, "a game with an adapter is measured without a bundle too"
+
+
+def test_a_bundle_in_an_adapter_game_is_refused_until_one_can_fly_it(capsys) -> None:
+    assert cli.main(["eval", "--game", "naev", "--policy", "data/pretrained/arena"]) == 1
+    assert "needs a bundle trained on naev" in capsys.readouterr().err
 
 
 def _summary(seed: int, credits: int, frames: int = 60) -> dict:
