@@ -129,6 +129,11 @@ def arena_detector() -> Path:
 def raw_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A detector folder like `pilot train detector` writes, holding an untrained yolo11n built from its
     YAML (no download, no training), exported to ONNX at 96x160: for plumbing that needs no weights."""
+    return make_untrained_detector(tmp_path_factory.mktemp("untrained_detector"), "arena")
+
+
+def make_untrained_detector(folder: Path, game: str) -> Path:
+    """An untrained detector for the classes of `game`'s profile, laid out as `pilot train detector` does."""
     import json
 
     import torch
@@ -137,9 +142,8 @@ def raw_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from bot.perception.detector import ultralytics_offline
 
-    folder = tmp_path_factory.mktemp("untrained_detector")
     ultralytics_offline(folder / "yolo_config")
-    classes = load_profile("arena").class_names
+    classes = load_profile(game).class_names
     torch.manual_seed(0)
     model = DetectionModel("yolo11n.yaml", nc=len(classes), verbose=False)
     model.names = dict(enumerate(classes))
@@ -166,7 +170,7 @@ def perceived(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_perceived(tmp_path_factory.mktemp("perceived"), episodes=3, seconds=6, seed=0)
 
 
-def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) -> Path:
+def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0, game: str = "arena") -> Path:
     """A policy bundle of tiny random models in `folder`, laid out as `pilot train policy` writes it;
     `detector` (a detector folder) is copied into it when given."""
     import json
@@ -181,7 +185,7 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) 
     from models.tactician import Tactician, TacticianConfig
 
     f_obj, f_glob = len(OBS_SPEC.obj_features), len(OBS_SPEC.glob_features)
-    f_sum, n_keys = len(OBS_SPEC.summary_features), len(load_profile("arena").keys)
+    f_sum, n_keys = len(OBS_SPEC.summary_features), len(load_profile(game).keys)
     torch.manual_seed(seed)
     small = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
     strategist = StrategistConfig(d_in=f_sum, goal_dim=8, n_modes=len(MODES), **small)
@@ -205,7 +209,7 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) 
     bundle = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
-        "profile": "arena",
+        "profile": game,
         "obs_spec": OBS_SPEC.to_dict(),
         "modes": list(MODES),
         "detector": record,
@@ -217,6 +221,12 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0) 
     }
     (folder / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
     return folder
+
+
+@pytest.fixture(scope="session")
+def untrained_detector() -> Callable[[Path, str], Path]:
+    """`make_untrained_detector(folder, game)`: an untrained detector for that game's classes."""
+    return make_untrained_detector
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "bot.recordings": CONTRACTS | {"bot.perception", "arena"},
     "bot.policy": CONTRACTS | {"bot.perception", "models"},
     "bot.control": CONTRACTS | {"arena"},
-    "bot.games": CONTRACTS | {"bot.perception", "bot.recordings", "bot.control", "arena"},
+    "bot.games": CONTRACTS | {"bot.perception", "bot.recordings", "bot.policy", "bot.control", "arena"},
     "bot.play": CONTRACTS
     | {"bot.perception", "bot.recordings", "bot.policy", "bot.control", "bot.games", "arena", "models"},
     "training": CONTRACTS | {"bot.perception", "bot.recordings", "bot.policy", "models", "arena"},

@@ -75,13 +75,20 @@ def record_demos(
 
 def evaluate(
     game: str, episodes: int, seconds: float, seed: int, workers: int, size: tuple[int, int],
-    headless: bool = True,
+    headless: bool = True, policy: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The scripted pilot ("expert") and random input on the same seeds, scored by the game's own score."""
+    """A policy bundle ("bot", when given), the scripted pilot ("expert") and random input on the same seeds,
+    scored by the game's own score; `bot_expert_ratio` as the Arena's eval reports it."""
     adapter = adapter_for(game)
+    if policy is not None:
+        check_bundle(game, policy)
     seeds = list(range(seed, seed + episodes))
+    players = ([("bot", str(policy))] if policy is not None else []) + [
+        ("expert", "scripted"),
+        ("random", "random"),
+    ]
     policies: dict[str, Any] = {}
-    for name, pilot in (("expert", "scripted"), ("random", "random")):
+    for name, pilot in players:
         job = dict(
             game=game, out=None, prefix=name, seconds=seconds, pilot=pilot, size=size, headless=headless
         )
@@ -90,16 +97,20 @@ def evaluate(
             episode=lambda s, n=name: f"{game} {n} seed {s}",
         )  # fmt: skip
         policies[name] = {**adapter.summarise(results), "episodes": results}
-    return {"game": game, "seeds": seeds, "seconds": seconds, "policies": policies, "bot_expert_ratio": None}
+    ratio = None
+    if "bot" in policies and policies["expert"]["score_per_min_mean"] > 0:
+        ratio = policies["bot"]["score_per_min_mean"] / policies["expert"]["score_per_min_mean"]
+    return {"game": game, "seeds": seeds, "seconds": seconds, "policies": policies, "bot_expert_ratio": ratio}
 
 
-def check_no_bundle(game: str, policy: Path | None) -> None:
-    if policy is not None:
+def check_bundle(game: str, policy: Path) -> None:
+    """A bad bundle, or one for another game, fails here, before any game starts."""
+    from bot.policy.bundle import PolicyBundle
+
+    profile = PolicyBundle.load(policy).profile.name
+    if profile != game:
         raise PilotError(
-            f"--policy {policy}: playing a policy bundle in {game} needs a bundle trained on {game} "
-            "recordings "
-            "with held-key actions, which no bundle has yet; run without --policy to measure the scripted "
-            "pilot against random input"
+            f"--policy {policy}: a bundle for {profile!r} cannot play {game!r} (train one on {game})"
         )
 
 
@@ -112,4 +123,6 @@ def tables(result: dict[str, Any]) -> str:
             f"{name:8} {stats['score_per_min_mean']:10.1f} {stats['score_per_min_std']:7.1f} "
             f"{stats['kills_per_min']:10.2f} {stats['deaths_per_min']:11.2f}"
         )
+    if result["bot_expert_ratio"] is not None:
+        rows.append(f"bot / expert score: {result['bot_expert_ratio']:.3f}")
     return "\n".join(rows)

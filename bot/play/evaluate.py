@@ -9,6 +9,7 @@ Examples:
     pilot eval --policy data/policies/dev --episodes 1 --seconds 30 --overlay /tmp/eval.mp4
     pilot eval --policy data/policies/dev --width 640 --height 360 --zoom 0.5 --no-baselines
     pilot eval --game naev --episodes 10 --seconds 60 --seed 100 --json   # scripted pilot vs random in Naev
+    pilot eval --game naev --policy data/policies/naev --episodes 10 --seconds 60 --seed 100
 """
 
 from __future__ import annotations
@@ -450,9 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.game != "arena":
         from bot.play import adapter_runs
 
-        adapter_runs.check_no_bundle(cfg.game, cfg.policy)
         result = adapter_runs.evaluate(
-            cfg.game, cfg.episodes, cfg.seconds, cfg.seed, cfg.workers, (cfg.width, cfg.height), cfg.headless
+            cfg.game,
+            cfg.episodes,
+            cfg.seconds,
+            cfg.seed,
+            cfg.workers,
+            (cfg.width, cfg.height),
+            cfg.headless,
+            cfg.policy,
         )
         print(json.dumps(result, indent=2, allow_nan=False) if cfg.json else adapter_runs.tables(result))
         return 0

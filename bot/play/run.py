@@ -6,6 +6,7 @@ Examples:
     pilot run --game arena --policy data/pretrained/arena                    # F9 to start
     pilot run --game arena --policy data/pretrained/arena --start-now --max-seconds 60 --summary run.json
     pilot run --game darkorbit --policy data/policies/do --region 0,80,1920,1000 --dry-run --overlay window
+    pilot run --game naev --policy data/policies/naev --launch --no-headless     # starts Naev, then F9
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class RunConfig:
     kill_key: str = "f12"  # hotkey: stop all input for good and end the run
     status_s: float = 1.0  # s between status lines
     seed: int | None = None  # seed of the input humaniser's randomness
+    launch: bool = False  # start the game first through its adapter (naev), play it, end it with the run
+    headless: bool = (
+        True  # with --launch: the game on a private Xvfb (--no-headless: the display in $DISPLAY)
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 240:
@@ -79,11 +84,20 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
     return left, top, width, height
 
 
+def run_launched(cfg: RunConfig) -> dict:
+    """Start the game through its adapter (its scenario, no probe read), play it live, end it."""
+    from bot.games import adapter_for
+
+    with adapter_for(cfg.game).launch(seed=cfg.seed or 0, headless=cfg.headless) as game:
+        cfg.region = ",".join(str(v) for v in game.region)
+        return LiveRun(cfg).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(RunConfig, args=argv, prog="pilot run", description=__doc__)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = LiveRun(cfg).run()
+    summary = run_launched(cfg) if cfg.launch else LiveRun(cfg).run()
     log.info(
         "run ended (%s): %d frames, %d clicks, %d keys, %d clamped",
         summary["stop_reason"],

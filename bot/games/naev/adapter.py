@@ -13,11 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bot.games.bundle_player import BundlePlayer
 from bot.games.naev.episode import STEP_FIELDS, EpisodeResult, run_episode
 from bot.games.naev.overlay import NaevScenario
 from bot.games.naev.pilot import NaevPilot, NaevPilotConfig, RandomPilot
 from bot.games.naev.probe import ProbeError
 from bot.games.naev.session import NaevConfig, NaevSession
+from bot.games.player import Player
 from bot.games.processes import ProcessError
 from bot.profile import load_profile
 from bot.recordings.episode import EpisodeMeta, EpisodeWriter
@@ -28,12 +30,15 @@ PILOTS = ("scripted", "random")
 SETTLE_S = 1.0  # s after reaching space before an episode starts (the first spawns approach)
 
 
-def make_player(kind: str, seed: int) -> NaevPilot | RandomPilot:
+def make_player(kind: str, seed: int, size: tuple[int, int] = (1280, 720)) -> Player:
+    """ "scripted", "random", or the path of a policy bundle (it plays from the screen alone)."""
     if kind == "scripted":
         return NaevPilot(NaevPilotConfig(seed=seed))
     if kind == "random":
         return RandomPilot(seed=seed)
-    raise ValueError(f"pilot: expected one of {PILOTS}, got {kind!r}")
+    if Path(kind).is_dir():
+        return BundlePlayer(Path(kind), "naev", size)
+    raise ValueError(f"pilot: expected one of {PILOTS} or a policy bundle folder, got {kind!r}")
 
 
 def _session(seed: int, width: int, height: int, headless: bool, work: Path | None) -> NaevSession:
@@ -46,6 +51,12 @@ def _backend() -> Any:
     from bot.control.backend import PynputBackend
 
     return PynputBackend()
+
+
+def launch(seed: int = 0, width: int = 1280, height: int = 720, headless: bool = True) -> NaevSession:
+    """Naev in its scenario, for a player that sees only the screen (`pilot run --launch`): a context manager
+    whose `region` is where the game is drawn; the probe keeps writing, nobody reads it."""
+    return _session(seed, width, height, headless, None)
 
 
 def play(

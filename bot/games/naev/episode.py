@@ -15,16 +15,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from bot.control.backend import InputBackend
 from bot.control.driver import InputDriver
 from bot.games.naev.overlay import NAEV_DATA
-from bot.games.naev.pilot import PilotDecision
 from bot.games.naev.probe import ProbeFrame, screen_boxes
 from bot.games.naev.session import NaevSession
+from bot.games.player import PilotDecision, Player
 from bot.perception.capture import MssConfig, MssSource
 from bot.profile import GameProfile, load_profile
 from bot.recordings.episode import EpisodeWriter
@@ -34,14 +34,6 @@ log = logging.getLogger(__name__)
 CLASS_OF = {"player": "player", "hostile": "hostile", "neutral": "neutral"}
 STEP_FIELDS = ("held", "gt_objects", "hp", "shield", "deaths", "kills", "dealt", "taken")
 STEP_FIELDS += ("player_x", "player_y", "selected_id")
-
-
-class NaevPlayer(Protocol):
-    def reset(self) -> None: ...
-
-    def observe(self, frame: ProbeFrame) -> None: ...
-
-    def decide(self, now: float) -> PilotDecision: ...
 
 
 @dataclass
@@ -117,7 +109,7 @@ def _step_row(
     me = frame.player
     tap = profile.key_names.index(_key_name(profile, decision.taps[0])) if decision.taps else 0
     return dict(
-        t=t, mouse_x=cursor[0], mouse_y=cursor[1], click=False, key=tap,
+        t=t, mouse_x=cursor[0], mouse_y=cursor[1], click=decision.click, key=tap,
         held=profile.held_mask(decision.held), gt_objects=gt_objects(frame, size),
         hp=me["armour"] / 100.0, shield=me["shield"] / 100.0, deaths=frame.deaths, kills=frame.kills,
         dealt=frame.dealt, taken=frame.taken, player_x=me["x"], player_y=me["y"], selected_id=frame.target,
@@ -133,7 +125,7 @@ def _key_name(profile: GameProfile, physical: str) -> str:
 
 def run_episode(
     session: NaevSession,
-    player: NaevPlayer,
+    player: Player,
     profile: GameProfile,
     seconds: float,
     backend: InputBackend,
@@ -146,7 +138,7 @@ def run_episode(
     region = session.region
     size = (region[2], region[3])
     driver = InputDriver(backend, region).start(paused=False)
-    aligner = _ProbeAligner()
+    aligner, clicked = _ProbeAligner(), _ClickCounter()
     aligner.add(session.probe.poll() or [session.probe.latest()])
     first = aligner.recent[-1]
     player.reset()
@@ -165,15 +157,17 @@ def run_episode(
                     player.observe(line)
                 grabbed = (source.started or 0.0) + shot.t
                 frame = aligner.at(grabbed, session.probe.offset)
+                cursor = _fraction(backend.position(), region)
+                player.see(shot.image, shot.t, cursor, clicked(driver))
                 decision = player.decide(time.monotonic())
-                driver.hold(decision.held, decision.taps[0] if decision.taps else None)
+                _send(driver, decision, grabbed)
                 result.modes[decision.mode] = result.modes.get(decision.mode, 0) + 1
                 result.align_ms.append((grabbed - session.probe.offset) * 1000.0 - frame.t_ms)
                 result.frames, result.seconds, result.dropped = result.frames + 1, shot.t, shot.dropped
                 if writer is not None:
-                    cursor = backend.position()
-                    norm = ((cursor[0] - region[0]) / size[0], (cursor[1] - region[1]) / size[1])
-                    index = writer.append(shot.image, _step_row(profile, frame, size, shot.t, decision, norm))
+                    index = writer.append(
+                        shot.image, _step_row(profile, frame, size, shot.t, decision, cursor)
+                    )
                     target = decision.target_id if decision.target_id >= 0 else None
                     writer.add_label("expert", index, decision.mode, target_id=target)
                 _update_score(result, frame, first)
@@ -183,6 +177,32 @@ def run_episode(
         driver.stop()
     result.seconds = max(result.seconds, 1.0 / profile.fps)
     return result
+
+
+def _fraction(point: tuple[int, int], region: tuple[int, int, int, int]) -> tuple[float, float]:
+    left, top, width, height = region
+    return min(1.0, max(0.0, (point[0] - left) / width)), min(1.0, max(0.0, (point[1] - top) / height))
+
+
+class _ClickCounter:
+    """True once per click the driver sent since the last call (perception sees what the hand did)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, driver: InputDriver) -> bool:
+        clicks = driver.stats.clicks
+        clicked, self.seen = clicks > self.seen, clicks
+        return clicked
+
+
+def _send(driver: InputDriver, decision: PilotDecision, grabbed: float) -> None:
+    """The decision to the input thread: the aim and click (players that use the mouse), held keys, a tap."""
+    if decision.aim is not None:
+        left, top, width, height = driver.region
+        x, y = decision.aim
+        driver.submit(left + x * width, top + y * height, decision.click, None, frame_t=grabbed)
+    driver.hold(decision.held, decision.taps[0] if decision.taps else None)
 
 
 def _update_score(result: EpisodeResult, frame: ProbeFrame, first: ProbeFrame) -> None:

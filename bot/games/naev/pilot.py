@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bot.games.naev.probe import ProbeFrame
+from bot.games.player import PilotDecision
 from validation import check_float, check_int
 
 THRUST, LEFT, RIGHT, FIRE, FACE, TARGET = "w", "a", "d", "space", "q", "r"
@@ -46,14 +47,6 @@ class NaevPilotConfig:
         check_float(self, "flee_shield", 0.0, 100.0)
         check_float(self, "resume_shield", self.flee_shield, 100.0)
         check_int(self, "seed", 0)
-
-
-@dataclass(frozen=True)
-class PilotDecision:
-    held: frozenset[str]  # keys to hold now (the others released)
-    taps: tuple[str, ...]  # keys to tap once now
-    mode: str  # FIGHT, FLEE or EXPLORE (the label of this frame)
-    target_id: int  # probe pilot id of the chosen hostile, -1 = none
 
 
 def angle_diff(a: float, b: float) -> float:
@@ -94,6 +87,9 @@ class NaevPilot:
         self.fleeing = False
         self.history: deque[ProbeFrame] = deque(maxlen=512)
         self.last_tap = -math.inf
+
+    def see(self, image: np.ndarray, t: float, cursor: tuple[float, float], click: bool) -> None:
+        """The scripted pilot decides from the probe, not from pixels."""
 
     def observe(self, frame: ProbeFrame) -> None:
         if not self.history or frame.seq > self.history[-1].seq:
@@ -164,6 +160,9 @@ class RandomPilot:
         self.until, self.held = -math.inf, frozenset()
 
     def observe(self, frame: ProbeFrame) -> None:
+        pass
+
+    def see(self, image: np.ndarray, t: float, cursor: tuple[float, float], click: bool) -> None:
         pass
 
     def decide(self, now: float) -> PilotDecision:

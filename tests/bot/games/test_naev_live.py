@@ -176,18 +176,41 @@ def test_a_crash_keeps_the_episode_and_a_freeze_is_an_error_not_a_hang(tmp_path:
         assert our_children() == [], "the error path stopped Naev and its Xvfb"
 
 
-def test_eval_scores_the_scripted_pilot_and_random_input_on_the_same_seed() -> None:
+def test_eval_scores_a_bundle_the_scripted_pilot_and_random_input_on_the_same_seed(
+    tmp_path: Path, untrained_detector, tiny_bundle
+) -> None:
     import json
 
+    bundle = tiny_bundle(tmp_path / "bundle", untrained_detector(tmp_path / "detector", "naev"), game="naev")
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "eval", "--game", "naev", "--episodes", "1", "--seconds", "5",
-         "--seed", "21", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "bot.cli", "eval", "--game", "naev", "--policy", str(bundle),
+         "--episodes", "1", "--seconds", "5", "--seed", "21", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    assert result["seeds"] == [21] and result["bot_expert_ratio"] is None
-    for name in ("expert", "random"):
+    expert = result["policies"]["expert"]["score_per_min_mean"]
+    assert result["seeds"] == [21] and expert > 0
+    assert result["bot_expert_ratio"] == result["policies"]["bot"]["score_per_min_mean"] / expert
+    for name in ("bot", "expert", "random"):
         (episode,) = result["policies"][name]["episodes"]
         assert episode["seed"] == 21 and episode["frames"] >= 100 and episode["dropped"] < 30
         assert result["policies"][name]["score_per_min_mean"] == episode["score_per_min"]
+
+
+def test_pilot_run_launches_naev_and_plays_it_through_the_screen_without_the_probe(
+    tmp_path: Path, untrained_detector, tiny_bundle
+) -> None:
+    import json
+
+    detector = untrained_detector(tmp_path / "detector", "naev")
+    bundle = tiny_bundle(tmp_path / "bundle", detector, game="naev")
+    summary = tmp_path / "summary.json"
+    proc = run_pilot(["run", "--game", "naev", "--policy", str(bundle), "--launch", "--start-now",
+                      "--max-seconds", "6", "--summary", str(summary)])  # fmt: skip
+    pids = started_pids(proc)
+    assert proc.wait(timeout=180) == 0
+    assert wait_gone(pids) == []
+    result = json.loads(summary.read_text())
+    assert result["frames"] >= 60, result  # 6 s at 30 fps, perceived and decided from pixels alone
+    assert result["stop_reason"] == "--max-seconds 6 reached", result

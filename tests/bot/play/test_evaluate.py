@@ -81,9 +81,9 @@ def test_config_validation() -> None:
     assert EvalConfig(game="naev").policy is None, "a game with an adapter is measured without a bundle too"
 
 
-def test_a_bundle_in_an_adapter_game_is_refused_until_one_can_fly_it(capsys) -> None:
+def test_a_bundle_for_another_game_is_refused_before_any_game_starts(capsys) -> None:
     assert cli.main(["eval", "--game", "naev", "--policy", "data/pretrained/arena"]) == 1
-    assert "needs a bundle trained on naev" in capsys.readouterr().err
+    assert "a bundle for 'arena' cannot play 'naev'" in capsys.readouterr().err
 
 
 def _summary(seed: int, credits: int, frames: int = 60) -> dict:
