@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import add_common_args, report, time_call
+from bot.games.processes import PrivateDisplay
 from bot.perception.detector import Detector
 from bot.perception.hud import HudReader
 from bot.perception.state import StateEncoder
@@ -41,36 +40,12 @@ def x_display() -> Iterator[str | None]:
     if shutil.which("Xvfb") is None:
         yield None
         return
-    free = (n for n in range(300, 400) if not Path(f"/tmp/.X{n}-lock").exists())  # conftest uses 90-199
-    number = next(n for n in free if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    proc = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "1280x720x24", "-nolisten", "tcp", "-noreset"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_x(f":{number}")
-        os.environ["DISPLAY"] = f":{number}"
-        yield os.environ["DISPLAY"]
-    finally:
-        os.environ.pop("DISPLAY", None)
-        proc.terminate()
-        proc.wait(timeout=5)
-
-
-def _wait_for_x(display: str, seconds: float = 10.0) -> None:
-    """Until the X server at `display` accepts a connection."""
-    from Xlib import display as xdisplay
-
-    deadline = time.monotonic() + seconds
-    while True:
+    with PrivateDisplay(1280, 720) as display:
+        os.environ["DISPLAY"] = display.name
         try:
-            xdisplay.Display(display).close()
-            return
-        except Exception:  # Xlib raises several types while the server is starting
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+            yield display.name
+        finally:
+            os.environ.pop("DISPLAY", None)
 
 
 def arena_frames(width: int, height: int, count: int, seed: int = 0) -> list[tuple[np.ndarray, dict]]:

@@ -299,7 +299,7 @@ class GameProfile:
 
     def points(self, **counts: float) -> float:
         """The score of event counts by the profile's weights (events without a weight count 0)."""
-        return float(sum(self.score.get(name, 0.0) * value for name, value in counts.items()))
+        return score_points(self.score, **counts)
 
     def held_keys(self, held: int) -> frozenset[str]:
         """The physical keys of an Action v2 `held` bitmask (bit k = keys[k])."""
@@ -369,6 +369,11 @@ def _build_hud(data: Any) -> HudSpec:
         data["minimap"] = _build(MinimapSpec, data["minimap"], "hud.minimap")
     data["panels"] = dict(data.get("panels") or {})
     return _build(HudSpec, data, "hud")
+
+
+def score_points(weights: dict[str, float], **counts: float) -> float:
+    """Points of event counts (kill=3, ...) by `weights` ({event: points}); unweighted events count 0."""
+    return float(sum(weights.get(name, 0.0) * value for name, value in counts.items()))
 
 
 def profile_from_dict(data: Any, path: Path | None = None) -> GameProfile:

@@ -15,16 +15,22 @@ from bot.policy.bundle import PolicyBundle
 from bot.policy.runner import PolicyRunner
 
 
+def load_bundle_for(folder: Path, game: str) -> PolicyBundle:
+    """The bundle in `folder`; PolicyError (a PilotError) when it is made for another game."""
+    bundle = PolicyBundle.load(folder)
+    if bundle.profile.name != game:
+        raise PolicyError(
+            f"{folder}: a bundle for {bundle.profile.name!r} cannot play {game!r} "
+            f"(train one on {game} recordings)"
+        )
+    return bundle
+
+
 class BundlePlayer:
     """`see(frame, t, cursor, click)` every frame, then `decide(now)`: aim (fractions), click, keys."""
 
     def __init__(self, folder: Path, game: str, size: tuple[int, int], threads: int = 1) -> None:
-        self.bundle = PolicyBundle.load(folder)
-        if self.bundle.profile.name != game:
-            raise PolicyError(
-                f"{folder}: a bundle for {self.bundle.profile.name!r} cannot play {game!r} "
-                f"(train one on {game} recordings)"
-            )
+        self.bundle = load_bundle_for(folder, game)
         profile = self.bundle.profile
         self.runner = PolicyRunner(self.bundle)
         self.perception = Perception(profile, self.bundle.detector(threads=threads), size, profile.fps)

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bot.errors import EpisodeError, PilotError
+from bot.errors import EpisodeError
 from bot.games import adapter_for
+from bot.games.bundle_player import load_bundle_for
 from bot.play.workers import play_seeds
 from bot.recordings.episode import open_episode
 
@@ -81,7 +82,7 @@ def evaluate(
     scored by the game's own score; `bot_expert_ratio` as the Arena's eval reports it."""
     adapter = adapter_for(game)
     if policy is not None:
-        check_bundle(game, policy)
+        load_bundle_for(policy, game)  # a bad bundle, or one for another game, fails before any game starts
     seeds = list(range(seed, seed + episodes))
     players = ([("bot", str(policy))] if policy is not None else []) + [
         ("expert", "scripted"),
@@ -101,17 +102,6 @@ def evaluate(
     if "bot" in policies and policies["expert"]["score_per_min_mean"] > 0:
         ratio = policies["bot"]["score_per_min_mean"] / policies["expert"]["score_per_min_mean"]
     return {"game": game, "seeds": seeds, "seconds": seconds, "policies": policies, "bot_expert_ratio": ratio}
-
-
-def check_bundle(game: str, policy: Path) -> None:
-    """A bad bundle, or one for another game, fails here, before any game starts."""
-    from bot.policy.bundle import PolicyBundle
-
-    profile = PolicyBundle.load(policy).profile.name
-    if profile != game:
-        raise PilotError(
-            f"--policy {policy}: a bundle for {profile!r} cannot play {game!r} (train one on {game})"
-        )
 
 
 def tables(result: dict[str, Any]) -> str:

@@ -126,6 +126,3 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         if results
         else 0.0,
     }
-
-
-__all__ = ["PILOTS", "EpisodeResult", "make_player", "play", "summarise"]

@@ -26,12 +26,11 @@ from bot.games.naev.probe import ProbeFrame, screen_boxes
 from bot.games.naev.session import NaevSession
 from bot.games.player import PilotDecision, Player
 from bot.perception.capture import MssConfig, MssSource
-from bot.profile import GameProfile, load_profile
+from bot.profile import GameProfile, score_points
 from bot.recordings.episode import EpisodeWriter
 
 log = logging.getLogger(__name__)
 
-CLASS_OF = {"player": "player", "hostile": "hostile", "neutral": "neutral"}
 STEP_FIELDS = ("held", "gt_objects", "hp", "shield", "deaths", "kills", "dealt", "taken")
 STEP_FIELDS += ("player_x", "player_y", "selected_id")
 
@@ -44,6 +43,7 @@ class EpisodeResult:
     deaths: int
     dealt: float
     taken: float
+    weights: dict[str, float] = field(default_factory=dict)  # the profile's score: points per event
     modes: dict[str, int] = field(default_factory=dict)
     align_ms: list[float] = field(default_factory=list)  # per frame: age of the matched probe line
     dropped: int = 0  # capture slots missed (the loop ran late)
@@ -51,7 +51,7 @@ class EpisodeResult:
     @property
     def score(self) -> float:
         """By the profile's weights (naev.yaml `score`)."""
-        return load_profile("naev").points(kill=self.kills, damage=self.dealt, death=self.deaths)
+        return score_points(self.weights, kill=self.kills, damage=self.dealt, death=self.deaths)
 
     @property
     def score_per_min(self) -> float:
@@ -142,7 +142,7 @@ def run_episode(
     aligner.add(session.probe.poll() or [session.probe.latest()])
     first = aligner.recent[-1]
     player.reset()
-    result = EpisodeResult(0.0, 0, 0, 0, 0.0, 0.0)
+    result = EpisodeResult(0.0, 0, 0, 0, 0.0, 0.0, weights=dict(profile.score))
     try:
         with MssSource(MssConfig(region=region, fps=profile.fps)) as source:
             while True:
@@ -152,7 +152,7 @@ def run_episode(
                 session.check_alive()
                 fresh = session.probe.poll()
                 aligner.add(fresh)
-                session.probe.latest()  # ProbeError when the game froze
+                session.probe.check_fresh()  # ProbeError when the game froze (just polled: no second read)
                 for line in fresh:
                     player.observe(line)
                 grabbed = (source.started or 0.0) + shot.t

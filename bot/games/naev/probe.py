@@ -96,6 +96,10 @@ class ProbeReader:
     def latest(self) -> ProbeFrame:
         """The newest frame; ProbeError when none came for silence_s (Naev frozen, crashed or paused)."""
         self.poll()
+        return self.check_fresh()
+
+    def check_fresh(self) -> ProbeFrame:
+        """The newest frame already read (no new read); ProbeError when it is older than silence_s."""
         silent = time.monotonic() - self._last_arrival
         if silent > self.silence_s:
             seen = f"line {self._last.seq}" if self._last else "no line at all"
