@@ -1,12 +1,13 @@
-"""The Executor: a Mamba stack stepped every frame -> mouse position, click and key.
+"""The Executor: a Mamba stack stepped every frame -> mouse position, click, key and held keys.
 
     frame, goal, target, approach (B, T, ·) -> normalise, concat, Linear     (B, T, d_model)
         -> n_layers x (x + MambaBlock(RMSNorm(x)))    state carried across frames
-        -> RMSNorm -> heads: mouse (models/mouse.py), click logit, key logits
+        -> RMSNorm -> heads: mouse (models/mouse.py), click logit, key logits [, held-key logits]
 
 forward() runs sequences (training, prefill); live, `state = reset(B)` then `out, state = step(..., state)`
 per frame, at constant cost (without autograd on cached `FusedWeights`). click_logit > 0 means press;
-key_logits[..., 0] is "no key", then the profile's keys in order. Design: docs/notes/models.md,
+key_logits[..., 0] is "no key", then the profile's keys in order; held_logits[..., k] > 0 holds key k down
+(Action v2, games flown with keys held together; only when n_held > 0). Design: docs/notes/models.md,
 "models/executor.py"; timings: benchmarks/RESULTS.md, "Executor step (issue 3) — session 3".
 """
 
@@ -52,6 +53,7 @@ class ExecutorConfig:
     d_conv: int = 4  # causal conv width, frames
     expand: int = 2  # d_inner = expand * d_model
     n_keys: int = 4  # key classes, 0 = none (Arena: none, attack, repair, boost)
+    n_held: int = 0  # held-key bits (Action v2 `held`, bit k = key k), 0 = no held head (the Arena's taps)
     mouse_bins_x: int = 24  # mouse grid columns
     mouse_bins_y: int = 24  # mouse grid rows
     mamba_path: str = "auto"  # "auto" | "kernels" | "reference" (models/kernels.py)
@@ -71,6 +73,7 @@ class ExecutorConfig:
             check_int(self, name, 1)
         check_int(self, "expand", 1)
         check_int(self, "n_keys", 1)
+        check_int(self, "n_held", 0)
         check_int(self, "mouse_bins_x", 1)
         check_int(self, "mouse_bins_y", 1)
         check_choice(self, "mamba_path", MAMBA_PATHS)
@@ -93,6 +96,7 @@ class ExecutorOutput:
     mouse_offsets: Tensor  # (B, T, n_cells, 2) pre-sigmoid fraction inside each cell
     click_logit: Tensor  # (B, T)
     key_logits: Tensor  # (B, T, n_keys)
+    held_logits: Tensor | None = None  # (B, T, n_held); None without a held head
 
     def cell_offsets(self, cell: Tensor) -> Tensor:
         """The pre-sigmoid offsets (..., 2) of one cell per row, cell (...) long."""
@@ -108,6 +112,7 @@ class ExecutorAction:
     mouse: Tensor  # (..., 2) in 0..1 of the game region
     click: Tensor  # (...) bool
     key: Tensor  # (...) long, 0 = none
+    held: Tensor | None = None  # (..., n_held) bool: keys to hold down; None without a held head
 
 
 @dataclass
@@ -160,20 +165,24 @@ class EmbedWeights:
 
 @dataclass(frozen=True)
 class HeadWeights:
-    """The heads laid out for step(): norm_f's weight folded into every head, mouse + click + keys as one."""
+    """The heads laid out for step(): norm_f's weight folded into every head, mouse + click + keys (+ held)
+    as one."""
 
-    w_t: Tensor  # (d_model, n_cells + 1 + n_keys): [mouse.logits; click; keys] weights^T, columns scaled by g
-    b: Tensor  # (n_cells + 1 + n_keys,)
+    w_t: Tensor  # (d_model, n_cells + 1 + n_keys [+ n_held]): [mouse.logits; click; keys; held]^T, * g
+    b: Tensor  # (n_cells + 1 + n_keys [+ n_held],)
     offsets_w: Tensor  # (n_cells, 2, d_model) mouse.offsets weight, scaled by g (read per cell by decode())
     offsets_b: Tensor  # (n_cells, 2)
     cell_low: Tensor  # (n_cells, 2) MouseHead.cell_boxes()
     cell_size: Tensor  # (n_cells, 2)
     n_cells: int
+    n_keys: int
     norm_eps: Tensor  # () norm_f's eps
 
     @staticmethod
     def of(model: Executor) -> HeadWeights:
-        heads = (model.mouse.logits, model.click, model.keys)
+        heads = [model.mouse.logits, model.click, model.keys] + (
+            [model.held] if model.held is not None else []
+        )
         g = model.norm_f.weight if model.norm_f.weight is not None else 1.0
         weight = torch.cat([head.weight for head in heads]) * g  # (n_cells + 1 + n_keys, d_model)
         n_cells = model.mouse.logits.out_features
@@ -186,6 +195,7 @@ class HeadWeights:
             cell_low=cell_low,
             cell_size=cell_size,
             n_cells=n_cells,
+            n_keys=model.keys.out_features,
             norm_eps=norm_eps(model.norm_f, weight),
         )
 
@@ -217,10 +227,12 @@ class StepOutput(ExecutorOutput):
         mouse_logits: Tensor,
         click_logit: Tensor,
         key_logits: Tensor,
+        held_logits: Tensor | None,
         features: Tensor,
         heads: HeadWeights,
     ) -> None:
         self.mouse_logits, self.click_logit, self.key_logits = mouse_logits, click_logit, key_logits
+        self.held_logits = held_logits
         self._features, self._heads = features, heads  # normalised hidden state (B, d_model), HeadWeights
         self._offsets: Tensor | None = None
 
@@ -272,6 +284,7 @@ class Executor(nn.Module):
         self.mouse = MouseHead(c.d_model, c.mouse_bins_x, c.mouse_bins_y)
         self.click = nn.Linear(c.d_model, 1)
         self.keys = nn.Linear(c.d_model, c.n_keys)
+        self.held = nn.Linear(c.d_model, c.n_held) if c.n_held else None
         self._step_cache = InferenceCache()  # step()'s FusedWeights
         log_parameter_count(self)
 
@@ -289,7 +302,8 @@ class Executor(nn.Module):
     def _heads(self, h: Tensor) -> ExecutorOutput:
         h = self.norm_f(h)
         logits, offsets = self.mouse(h)
-        return ExecutorOutput(logits, offsets, self.click(h).squeeze(-1), self.keys(h))
+        held = self.held(h) if self.held is not None else None
+        return ExecutorOutput(logits, offsets, self.click(h).squeeze(-1), self.keys(h), held)
 
     def forward(
         self,
@@ -364,9 +378,12 @@ class Executor(nn.Module):
             h, new_layer_state = fused_step(layer_weights, h, layer_state, residual=True)
             states.append(new_layer_state)
         features = h * rms_scale(h, w.heads.norm_eps)  # norm_f less its weight, which is folded into w.heads
-        logits = torch.addmm(w.heads.b, features, w.heads.w_t)  # (B, n_cells + 1 + n_keys)
-        n = w.heads.n_cells
-        return StepOutput(logits[:, :n], logits[:, n], logits[:, n + 1 :], features, w.heads), states
+        logits = torch.addmm(w.heads.b, features, w.heads.w_t)  # (B, n_cells + 1 + n_keys [+ n_held])
+        n, k = w.heads.n_cells, w.heads.n_keys
+        held = logits[:, n + 1 + k :] if self.held is not None else None
+        keys = logits[:, n + 1 : n + 1 + k]
+        out = StepOutput(logits[:, :n], logits[:, n], keys, held, features, w.heads)
+        return out, states
 
     def _embed_fused(
         self, w: EmbedWeights, frame: Tensor, goal: Tensor, target: Tensor, approach: Tensor
@@ -392,14 +409,18 @@ class Executor(nn.Module):
     def decode(
         self, out: ExecutorOutput, sample: bool = False, generator: torch.Generator | None = None
     ) -> ExecutorAction:
-        """Outputs -> an action: the most likely (or a sampled) mouse cell, click and key."""
+        """Outputs -> an action: the most likely (or a sampled) mouse cell, click, key and held keys."""
+        held = None
         if sample:
             cell = _sample(out.mouse_logits, generator)
             click = torch.bernoulli(out.click_logit.sigmoid(), generator=generator).bool()
             key = _sample(out.key_logits, generator)
+            if out.held_logits is not None:
+                held = torch.bernoulli(out.held_logits.sigmoid(), generator=generator).bool()
         else:
             cell, click, key = out.mouse_logits.argmax(-1), out.click_logit > 0, out.key_logits.argmax(-1)
-        return ExecutorAction(out.mouse_position(cell, self.mouse), click, key)
+            held = out.held_logits > 0 if out.held_logits is not None else None
+        return ExecutorAction(out.mouse_position(cell, self.mouse), click, key, held)
 
     def loss(
         self,
@@ -411,14 +432,17 @@ class Executor(nn.Module):
         label_smoothing: float = 0.0,
         click_pos_weight: float = 1.0,
         key_weight: Tensor | None = None,
+        held: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Losses over frames where `valid` (B, T): mouse (B, T, 2) in 0..1, click (B, T), key (B, T) long.
+        """Losses over frames where `valid` (B, T): mouse (B, T, 2) in 0..1, click (B, T), key (B, T) long,
+        held (B, T) the Action v2 bitmask (bit k = key k held; needed when the model has a held head).
 
         Clicks and key taps are rare events (about 2 % and 0.4 % of Arena frames): unweighted, the heads learn
         "never", and the bot can neither select a target nor fly. `click_pos_weight` (> 0) multiplies the loss
         of the frames that click (BCE pos_weight) and `key_weight` (n_keys,) weighs each key class
         (a weighted mean over the frames, as F.cross_entropy(weight=...), so the loss scale stays put).
-        Returns {"loss" (sum), "mouse", "mouse_offset", "click", "key"}.
+        Returns {"loss" (sum), "mouse", "mouse_offset", "click", "key"[, "held"]}; "held" is the mean BCE
+        over frames and key bits (keys are held for long stretches: no weighting).
         """
         keep = torch.ones_like(key, dtype=torch.bool) if valid is None else valid  # (B, T)
         mouse_ce, offset = self.mouse.loss(
@@ -430,14 +454,20 @@ class Executor(nn.Module):
             logit, click[keep].to(logit.dtype), pos_weight=pos_weight
         )
         key_loss = _weighted_key_loss(out.key_logits[keep], key[keep], key_weight, label_smoothing)
-        total = mouse_ce + offset + click_loss + key_loss
-        return {
-            "loss": total,
-            "mouse": mouse_ce,
-            "mouse_offset": offset,
-            "click": click_loss,
-            "key": key_loss,
-        }
+        parts = {"mouse": mouse_ce, "mouse_offset": offset, "click": click_loss, "key": key_loss}
+        if out.held_logits is not None:
+            if held is None:
+                raise ValueError("Executor.loss: the model has a held head (n_held > 0) but no held targets")
+            logits = out.held_logits[keep]  # (M, n_held)
+            bits = held_bits(held[keep], logits.shape[-1])
+            parts["held"] = F.binary_cross_entropy_with_logits(logits, bits)
+        return {"loss": sum(parts.values()), **parts}
+
+
+def held_bits(mask: Tensor, n_bits: int) -> Tensor:
+    """Action v2 bitmasks (...) int -> (..., n_bits) float 0/1 (bit k = key k held)."""
+    bits = torch.arange(n_bits, device=mask.device)
+    return ((mask.long().unsqueeze(-1) >> bits) & 1).float()
 
 
 def _weighted_key_loss(logits: Tensor, key: Tensor, weight: Tensor | None, label_smoothing: float) -> Tensor:

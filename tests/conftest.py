@@ -185,14 +185,16 @@ def make_tiny_bundle(folder: Path, detector: Path | None = None, seed: int = 0, 
     from models.tactician import Tactician, TacticianConfig
 
     f_obj, f_glob = len(OBS_SPEC.obj_features), len(OBS_SPEC.glob_features)
-    f_sum, n_keys = len(OBS_SPEC.summary_features), len(load_profile(game).keys)
+    profile = load_profile(game)
+    f_sum, n_keys = len(OBS_SPEC.summary_features), len(profile.keys)
+    n_held = n_keys if any(k.hold for k in profile.keys) else 0  # Naev: a held head, as training makes it
     torch.manual_seed(seed)
     small = dict(d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
     strategist = StrategistConfig(d_in=f_sum, goal_dim=8, n_modes=len(MODES), **small)
     tactician = TacticianConfig(d_obj=f_obj, n_max=OBS_SPEC.n_max, goal_dim=8, d_ctx=f_glob, **small)
     executor = ExecutorConfig(
         d_frame=f_glob, goal_dim=8, d_target=f_obj, d_model=16, n_layers=1, n_keys=n_keys,
-        mouse_bins_x=4, mouse_bins_y=4,
+        n_held=n_held, mouse_bins_x=4, mouse_bins_y=4,
     )  # fmt: skip
     models = {
         "strategist": Strategist(strategist),

@@ -93,6 +93,7 @@ class EpisodeArrays:
     mouse: np.ndarray  # (R, 2) float32 the action's cursor, 0..1
     click: np.ndarray  # (R,) bool
     key: np.ndarray  # (R,) int64
+    held: np.ndarray | None = None  # (R,) int64 Action v2 bitmask of the keys held; None for Action v1
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # upstream context (set_context)
     # the same frames summarised with each second starting k / phases s later, k = 1..phases-1: tuples of
     # (summary, summary_end) like the two fields above (load_episode's `phases`; training episodes only)
@@ -217,18 +218,22 @@ def load_episode(
 
 
 def action_targets(steps: pa.Table, take: pa.Array) -> dict[str, np.ndarray]:
-    """mouse, click, key of the perceived rows: the expert's answer where a DAgger episode recorded one
-    (bot/play/dagger.py: the bot played, the expert_* columns say what the expert would have done), else the
-    action played."""
+    """mouse, click, key (and held, for Action v2 episodes) of the perceived rows: the expert's answer where a
+    DAgger episode recorded one (bot/play/dagger.py: the bot played, the expert_* columns say what the expert
+    would have done), else the action played."""
     prefix = "expert_" if "expert_mouse_x" in steps.column_names else ""
 
     def column(name: str) -> np.ndarray:
         return steps.column(prefix + name).take(take).to_numpy(zero_copy_only=False)
 
+    held = None
+    if prefix + "held" in steps.column_names:
+        held = steps.column(prefix + "held").fill_null(0).take(take).to_numpy(zero_copy_only=False)
     return {
         "mouse": np.stack([column("mouse_x"), column("mouse_y")], axis=1).astype(np.float32),
         "click": column("click").astype(bool),
         "key": column("key").astype(np.int64),
+        "held": None if held is None else held.astype(np.int64),
     }
 
 
@@ -481,7 +486,13 @@ class ExecutorDataset(Dataset):
             "mouse": torch.from_numpy(ep.mouse[sl]),
             "click": torch.from_numpy(ep.click[sl]),
             "key": torch.from_numpy(ep.key[sl]),
+            "held": torch.from_numpy(_held_of(ep)[sl]),
         }
+
+
+def _held_of(ep: EpisodeArrays) -> np.ndarray:
+    """(R,) int64 held bitmask, zeros for an Action v1 episode (nothing held)."""
+    return ep.held if ep.held is not None else np.zeros(len(ep.key), np.int64)
 
 
 def collate_executor(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:

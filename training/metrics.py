@@ -145,6 +145,17 @@ def click_f1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> float:
     return binary_f1(pred, target)
 
 
+def held_metrics(pred: Tensor, true: Tensor) -> dict[str, float]:
+    """Held-key agreement, pred / true (M, n_held) bool over frames: the share of frames with every bit right,
+    and the mean F1 over the key bits the demonstrations hold."""
+    f1s = [binary_f1(pred[:, k], true[:, k]) for k in range(true.shape[1]) if bool(true[:, k].any())]
+    f1s = [f for f in f1s if not math.isnan(f)]
+    return {
+        "held_exact": float((pred == true).all(-1).float().mean()) if len(pred) else 0.0,
+        "held_f1": float(np.mean(f1s)) if f1s else 0.0,
+    }
+
+
 def key_accuracy(pred: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> float:
     """Accuracy of the key index (0 = no key): key logits (N, K) or indices (N,) against labels (N,)."""
     return accuracy(pred, target, ignore_index)

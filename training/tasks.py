@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from bot.perception.state import GLOB, OBJ, OBS_SPEC
-from models.executor import Executor, ExecutorConfig
+from models.executor import Executor, ExecutorConfig, held_bits
 from models.io import load_model
 from models.strategist import IGNORE_INDEX, MODES, Strategist, StrategistConfig
 from models.tactician import Tactician, TacticianConfig
@@ -47,7 +47,15 @@ from training.datasets import (
     target_features,
 )
 from training.distributed import unwrap_model
-from training.metrics import click_f1, key_accuracy, mode_metrics, mouse_error_px, near_f1, target_accuracy
+from training.metrics import (
+    click_f1,
+    held_metrics,
+    key_accuracy,
+    mode_metrics,
+    mouse_error_px,
+    near_f1,
+    target_accuracy,
+)
 
 if TYPE_CHECKING:  # the run configs, for the annotations only: training/runs.py builds the Tasks from them
     from training.runs import ExecutorRun, StrategistRun, TacticianRun
@@ -352,6 +360,9 @@ class ExecutorTask(_EpisodeTask):
         if len(keys) != 1:
             raise DatasetError(f"ExecutorTask: episodes with different key sets {sorted(keys)}")
         self.model_cfg.n_keys = keys.pop()
+        # a held head where the demonstrations hold keys (Action v2: Naev), none where they only tap (Arena)
+        holds = any(e.held is not None and bool(e.held.any()) for e in episodes)
+        self.model_cfg.n_held = self.model_cfg.n_keys if holds else 0
         self._frame_size = episodes[0].frame_size
         for ep in episodes:
             set_teacher_context(ep, self.model_cfg.goal_dim)
@@ -404,12 +415,13 @@ class ExecutorTask(_EpisodeTask):
     def _losses(self, executor: Executor, out: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return executor.loss(
             out, batch["mouse"].clamp(0, 1), batch["click"], batch["key"], batch["valid"],
-            click_pos_weight=self.click_pos_weight, key_weight=self.key_weight,
+            click_pos_weight=self.click_pos_weight, key_weight=self.key_weight, held=batch["held"],
         )  # fmt: skip
 
     def evaluate(self, model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> dict[str, float]:
         executor = unwrap_model(model)
         pred_xy, true_xy, click_logit, clicks, key_logits, keys, losses = [], [], [], [], [], [], []
+        held_pred, held_true = [], []
         for batch in batches:
             out = self._forward(model, batch)
             keep = batch["valid"]
@@ -422,9 +434,14 @@ class ExecutorTask(_EpisodeTask):
             clicks.append(batch["click"][keep].cpu())
             key_logits.append(out.key_logits[keep].float().cpu())
             keys.append(batch["key"][keep].cpu())
+            if action.held is not None:
+                held_pred.append(action.held[keep].cpu())
+                held_true.append(held_bits(batch["held"][keep], action.held.shape[-1]).bool().cpu())
         key_true, key_logit = torch.cat(keys), torch.cat(key_logits)
         logit, clicked = torch.cat(click_logit), torch.cat(clicks)
+        held = held_metrics(torch.cat(held_pred), torch.cat(held_true)) if held_pred else {}
         return {
+            **held,
             # clicks are ~2 % of Arena frames: F1 at the best logit threshold shows if they rank well
             "click_f1_tuned": max(
                 _nan_to(click_f1(logit > t, clicked)) for t in (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)

@@ -54,6 +54,5 @@ class BundlePlayer:
             return PilotDecision(frozenset(), (), "EXPLORE", -1)
         tap = self.keys[d.key] if 0 < d.key < len(self.keys) else None
         x, y = (min(1.0, max(0.0, float(v))) for v in d.mouse)
-        return PilotDecision(
-            frozenset(), (tap,) if tap else (), d.mode or "EXPLORE", -1, (x, y), bool(d.click)
-        )
+        held = self.bundle.profile.held_keys(d.held)  # keys the Executor's held head holds (Action v2)
+        return PilotDecision(held, (tap,) if tap else (), d.mode or "EXPLORE", -1, (x, y), bool(d.click))

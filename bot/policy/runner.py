@@ -1,5 +1,5 @@
 """PolicyRunner: steps a policy bundle's Strategist, Tactician and Executor on each PerceptionStep and
-returns a Decision (mouse, click, key, and why). Pure computation: it sends no input.
+returns a Decision (mouse, click, key, held keys, and why). Pure computation: it sends no input.
 
     PerceptionStep ──summary (once per completed second)──▶ Strategist.step (KV cache) ──goal, mode──┐
         ├──objects, mask, glob (every 1/tactician_hz s of obs.t)──▶ Tactician ──track id, approach─┤
@@ -39,6 +39,7 @@ class Decision:
     target_id: int  # chosen track id, 0 = none
     approach: np.ndarray  # (2,)
     ms: dict[str, float]  # milliseconds spent this call per stage: strategist, tactician, executor
+    held: int = 0  # Action v2 bitmask of the keys to hold (bit k = profile.keys[k]); 0 without a held head
 
     def action(self) -> dict:
         """The Arena action dict (arena/spec.py): {"mouse": [x, y], "click": 0|1, "key": k}."""
@@ -68,6 +69,13 @@ def snap_to_target(mouse: tuple[float, float], target: np.ndarray, boxes: float)
     if abs(mouse[0] - cx) <= boxes * max(w, 1e-3) and abs(mouse[1] - cy) <= boxes * max(h, 1e-3):
         return cx, cy
     return float(mouse[0]), float(mouse[1])
+
+
+def held_mask(held: torch.Tensor | None) -> int:
+    """The Action v2 bitmask of one row of decoded held keys (1, n_held) bool; 0 without a held head."""
+    if held is None:
+        return 0
+    return sum(1 << k for k, on in enumerate(held[0].tolist()) if on)
 
 
 def _row(x: np.ndarray) -> torch.Tensor:
@@ -130,11 +138,12 @@ class PolicyRunner:
         if self._tactician_due(step.obs.t):
             ms["tactician"] = self._timed(self._tactician, step.obs)
         mark = time.perf_counter()
-        mouse, click, key = self._executor(step.obs, self._frames_since_last(step.obs.t))
+        mouse, click, key, held = self._executor(step.obs, self._frames_since_last(step.obs.t))
         ms["executor"] = (time.perf_counter() - mark) * 1000.0
         return Decision(
-            mouse, click, key, self.mode, self.mode_probs.copy(), self.target_id, self.approach.copy(), ms
-        )
+            mouse, click, key, self.mode, self.mode_probs.copy(), self.target_id, self.approach.copy(), ms,
+            held,
+        )  # fmt: skip
 
     @staticmethod
     def _timed(stage: Any, arg: Any) -> float:
@@ -182,7 +191,7 @@ class PolicyRunner:
             return 1
         return max(1, min(MAX_CATCH_UP, round((t - last) / self.frame_period)))
 
-    def _executor(self, obs: Observation, frames: int) -> tuple[tuple[float, float], bool, int]:
+    def _executor(self, obs: Observation, frames: int) -> tuple[tuple[float, float], bool, int, int]:
         executor = self.bundle.executor
         target = target_row(obs, self.target_id)
         glob, goal, target_in, approach = _row(obs.glob), _row(self.goal), _row(target), _row(self.approach)
@@ -198,7 +207,7 @@ class PolicyRunner:
         self.calls["executor"] += 1
         self.executor_steps += frames
         x, y = snap_to_target(tuple(action.mouse[0].tolist()), target, self.snap)
-        return (x, y), bool(action.click[0]), int(action.key[0])
+        return (x, y), bool(action.click[0]), int(action.key[0]), held_mask(action.held)
 
 
 __all__ = ["Decision", "PolicyRunner", "snap_to_target", "target_row"]

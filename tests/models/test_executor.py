@@ -169,6 +169,43 @@ def test_decode_greedy_and_sampled():
         assert (action.mouse >= 0).all() and (action.mouse <= 1).all()
 
 
+def test_held_head_steps_as_forward_decodes_and_learns_the_bits():
+    model = tiny(n_held=4)
+    inputs = sequence(length=6)
+    with torch.no_grad():
+        full = model(*inputs)
+        state = model.reset(2)
+        for t in range(6):
+            stepped, state = model.step(*(x[:, t] for x in inputs), state)  # fused, held columns last
+    assert full.held_logits.shape == (2, 6, 4) and isinstance(stepped, StepOutput)
+    torch.testing.assert_close(stepped.held_logits, full.held_logits[:, -1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepped.key_logits, full.key_logits[:, -1], rtol=1e-5, atol=1e-5)
+    assert torch.equal(model.decode(stepped).held, stepped.held_logits > 0)
+    # bits 1 and 3 held on every frame: the loss falls as the head learns exactly those
+    held = torch.full((2, 6), 0b1010)
+    targets = (torch.rand(2, 6, 2), torch.zeros(2, 6, dtype=torch.bool), torch.zeros(2, 6, dtype=torch.long))
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        parts = model.loss(model(*inputs), *targets, held=held)
+        first = float(parts["held"].detach()) if first is None else first
+        optimizer.zero_grad()
+        parts["loss"].backward()
+        optimizer.step()
+    assert float(parts["held"].detach()) < first / 3
+    decoded = model.decode(model(*inputs)).held
+    assert decoded[..., [1, 3]].all() and not decoded[..., [0, 2]].any()
+
+
+def test_held_head_needs_held_targets_and_is_absent_by_default():
+    assert tiny()(*sequence()).held_logits is None and tiny().decode(tiny()(*sequence())).held is None
+    model = tiny(n_held=3)
+    out = model(*sequence())
+    with pytest.raises(ValueError, match="held head"):
+        model.loss(out, torch.rand(2, 13, 2), torch.zeros(2, 13, dtype=torch.bool), torch.zeros(2, 13).long())
+
+
 # ------------------------------------------------------------------------------ step without autograd
 
 

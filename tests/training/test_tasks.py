@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,24 @@ def test_executor_task(perceived: Path) -> None:
     assert task.click_pos_weight == pytest.approx(((1 - rate) / rate) ** 0.5, rel=1e-4)
     assert task.key_weight is not None and task.key_weight[0] == 1.0 and len(task.key_weight) == 4
     assert task.metadata()["click_pos_weight"] == task.click_pos_weight
+
+
+def test_executor_task_grows_a_held_head_on_action_v2_episodes(perceived: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "held"
+    shutil.copytree(perceived, data)
+    for steps_file in data.glob("*/steps.parquet"):  # thrust (bit 1) held on every other second
+        steps = pq.read_table(steps_file)
+        held = ((steps.column("frame").to_numpy() // 30) % 2 * 0b10).astype(np.int32)
+        pq.write_table(steps.append_column("held", pa.array(held, pa.int32())), steps_file)
+    task = ExecutorTask(ExecutorRun(data=_data(data), model=SMALL_E, chunk=32))
+    _check_task(task, {"loss", "held_exact", "held_f1"})
+    assert task.model_cfg.n_held == task.model_cfg.n_keys == 4
+    plain = ExecutorTask(ExecutorRun(data=_data(perceived), model=SMALL_E, chunk=32))
+    plain.build_model()
+    assert plain.model_cfg.n_held == 0  # Arena demonstrations only tap: no held head
 
 
 def test_executor_targets_are_click_destinations_by_default(perceived: Path) -> None:
