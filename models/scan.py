@@ -4,14 +4,21 @@
 
 (Mamba, https://arxiv.org/abs/2312.00752, Algorithm 2; the D skip and the gate are in models/mamba.py.)
 Per chunk of K steps the exp, the contractions and the gradient reductions are batched; only the recurrence
-is stepped, and backward re-runs each chunk from its saved start state. Why this shape, with measurements:
-docs/notes/models.md, "models/scan.py".
+is stepped, and backward re-runs each chunk from its saved start state. On CUDA, `selective_scan` runs the
+fused Triton kernel of models/triton_scan.py instead (imported once, lazily; without Triton it falls back
+here, logged once). Why this shape, with measurements: docs/notes/models.md, "models/scan.py".
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 1 << 19  # elements in one (B, K, D, N) chunk tensor of the reference scan: 2 MiB in fp32
 SERIAL_ELEMENTS = 1 << 15  # ATen's GRAIN_SIZE: elementwise ops on fewer elements run single-threaded
@@ -110,18 +117,45 @@ def _chunk_backward(u, delta, A, B, C, h_start, dy, g_end):
     return (g_dot_B * delta, ddelta, dB, dC, dA), g
 
 
+@functools.cache
+def triton_scan() -> Callable[..., tuple[Tensor, Tensor]] | None:
+    """models/triton_scan.py's `triton_selective_scan` if Triton imports (tried once), else None (logged)."""
+    try:
+        from models.triton_scan import triton_selective_scan
+    except Exception as exc:  # ImportError, or a Triton that cannot set itself up on this machine
+        log.warning(
+            "Triton selective scan unavailable (%s: %s); CUDA uses the reference scan",
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    log.info("Selective scan on CUDA: the Triton kernel (models/triton_scan.py)")
+    return triton_selective_scan
+
+
 def selective_scan(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, chunk: int = 0
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h0: Tensor | None = None,
+    chunk: int = 0,
+    fused: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Reference selective scan (no D skip, no gate); all in the dtype given (fp32 in the block).
+    """Selective scan (no D skip, no gate); all in the dtype given (fp32 in the block).
 
     u, delta: (Bt, L, D) with delta already softplus'ed; A: (D, N) (negative); B, C: (Bt, L, N);
-    h0: (Bt, D, N) or None for zeros; chunk: steps per chunk (0 = auto).
+    h0: (Bt, D, N) or None for zeros; chunk: steps per chunk of the reference scan (0 = auto).
+    fused: CUDA tensors go to the Triton kernel when Triton imports (fp32/fp64 only, with its own chunk);
+    False keeps them on this reference scan. CPU tensors always run the reference scan.
     Returns y (Bt, L, D) and the last state h_{L-1} (Bt, D, N), both differentiable.
     """
     batch, length, d_inner = u.shape
     if length < 1:
         raise ValueError(f"selective_scan: expected u of shape (Bt, L >= 1, D), got {tuple(u.shape)}")
+    if fused and u.is_cuda and (kernel := triton_scan()) is not None:
+        return kernel(u, delta, A, B, C, h0)
     if h0 is None:
         h0 = u.new_zeros(batch, d_inner, A.shape[1])
     chunk = chunk or scan_chunk_size(batch, d_inner, A.shape[1], length)
