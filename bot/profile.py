@@ -92,20 +92,27 @@ class KeySpec:
             raise ValueError(f"key: expected the physical key for {self.name!r}, got {self.key!r}")
 
 
+BAR_DIRECTIONS = ("right", "up")
+
+
 @dataclass(frozen=True)
 class BarSpec:
-    """A HUD bar that fills from left to right in one colour (hp, shield)."""
+    """A HUD bar that fills in one colour from left to right (the Arena's hp, shield) or bottom to top (Naev's
+    shield, armour, energy)."""
 
     region: Rect  # (x1, y1, x2, y2) fractions of the game region, the bar's full extent
     colour: tuple[int, int, int]  # RGB of the filled part
     tolerance: float = 60.0  # max RGB distance from `colour` that still counts as filled
-    column_fill: float = 0.5  # fraction of a column's pixels that must match for the column to be filled
+    column_fill: float = 0.5  # fraction of a line's pixels (a column, or a row) that must match to be filled
+    direction: str = "right"  # "right": fills left to right; "up": bottom to top (bot/perception/hud.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", _check_rect("region", self.region))
         object.__setattr__(self, "colour", _check_rgb("colour", self.colour))
         _check_fraction("tolerance", self.tolerance, 1.0, 442.0)
         _check_fraction("column_fill", self.column_fill, 0.01, 1.0)
+        if self.direction not in BAR_DIRECTIONS:
+            raise ValueError(f"direction: expected one of {list(BAR_DIRECTIONS)}, got {self.direction!r}")
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,17 @@ def colour_mask(patch: np.ndarray, colour: tuple[int, int, int], tolerance: floa
 
 
 def read_bar(frame: np.ndarray, bar: BarSpec) -> float:
+    """Fill fraction of a bar: filling right, the share of filled columns; filling up, the height of the
+    highest filled row above the base (Naev draws a marker line and an icon across its bars: rows under
+    them do not match the colour, yet the fill goes on above them)."""
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = pixel_rect(bar.region, w, h)
+    if bar.direction == "up":
+        mask = colour_mask(frame[y1:y2, x1:x2], bar.colour, bar.tolerance)
+        if mask.size == 0:
+            return 0.0
+        filled = np.flatnonzero(mask.mean(axis=1) >= bar.column_fill)  # rows, top = 0
+        return float((mask.shape[0] - filled[0]) / mask.shape[0]) if len(filled) else 0.0
     if y2 - y1 > 4:  # stay off the bar's frame/anti-aliased edge rows
         y1, y2 = y1 + 1, y2 - 1
     mask = colour_mask(frame[y1:y2, x1:x2], bar.colour, bar.tolerance)

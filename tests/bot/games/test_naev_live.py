@@ -21,6 +21,9 @@ from bot.games.naev.probe import ProbeError, screen_boxes, screen_centre
 from bot.games.naev.session import NaevConfig, NaevSession, window_of_pid
 from bot.games.naev.sprites import load_sprite, match_offset
 from bot.games.processes import ProcessError
+from bot.perception.hud import HudReader
+from bot.profile import load_profile
+from bot.recordings.episode import find_episodes, open_episode
 
 pytestmark = pytest.mark.display
 REPO = Path(__file__).resolve().parents[3]
@@ -132,6 +135,14 @@ def test_a_recorded_demo_passes_the_episode_check_and_ctrl_c_and_sigkill_leave_n
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert "1 ok" in check.stdout
+    episode = open_episode(find_episodes(out)[0])  # the HUD reader against the probe on the recorded video
+    steps, reader = episode.steps(), HudReader(load_profile("naev").hud)
+    errors = [
+        (abs(reader.read(frame).bar("hp") - steps.column("hp")[i].as_py()),
+         abs(reader.read(frame).bar("shield") - steps.column("shield")[i].as_py()))
+        for i, frame in episode.frames()
+    ]  # fmt: skip
+    assert np.mean(errors, axis=0).max() < 0.03, np.mean(errors, axis=0)
 
     for sig in (signal.SIGINT, signal.SIGKILL):
         proc = run_pilot(["demos", "--game", "naev", "--out", str(tmp_path / sig.name), "--episodes", "1",

@@ -76,6 +76,21 @@ def test_in_process_arena_frames_match_the_ground_truth() -> None:
     env.close()
 
 
+@pytest.mark.parametrize("fill", [0.0, 0.25, 0.6, 1.0])
+def test_a_bar_filling_up_reads_its_height_across_a_marker_line_and_an_icon(fill: float) -> None:
+    """Naev's bars fill bottom to top, with a marker line across them and an icon over their middle."""
+    bar = load_profile("naev").hud.bars["shield"]
+    frame = np.full((720, 1280, 3), (17, 17, 17), np.uint8)
+    x1, y1, x2, y2 = pixel_rect(bar.region, 1280, 720)
+    top = y2 - round((y2 - y1) * fill)
+    frame[top:y2, x1:x2] = bar.colour
+    frame[(y1 + y2) // 2, x1:x2] = (180, 180, 200)  # the marker line, drawn over the fill
+    frame[y2 - 5 : y2 - 2, x1 : x1 + 3] = (240, 240, 240)  # a corner of the icon
+    assert read_bar(frame, bar) == pytest.approx(fill, abs=1 / (y2 - y1))
+    with pytest.raises(ValueError, match="direction"):
+        BarSpec(region=(0.1, 0.1, 0.2, 0.2), colour=(1, 2, 3), direction="down")
+
+
 def test_recorded_episodes_hud_error(arena_episodes: list[Path]) -> None:
     """Mean absolute error of the bars against steps.hp / steps.shield over every frame of the episodes."""
     reader = HudReader(load_profile("arena").hud)
