@@ -1,13 +1,16 @@
-r"""Perception speed per stage on this machine, and (with --episodes) its accuracy against Arena ground truth.
+r"""Perception speed per stage on this machine, and (with --episodes) its accuracy against ground truth.
 
 Speed, min / median ms per frame (benchmarks/common.py `time_call`): mss capture under Xvfb at 1280x720 and
 640x360, the in-process Arena frame, the detector (ONNX Runtime, PyTorch), ByteTrack, the HUD reader, the
 state encoder, and one whole live frame. Accuracy (--episodes): detector mAP50 / mAP50-95, tracker id
-switches per minute, HUD mean absolute error. What each row measures exactly: docs/notes/play.md.
+switches per minute, HUD mean absolute error per bar. `--game naev`: frames, ground truth and the probe's
+values from recorded Naev episodes (--episodes). What each row measures: docs/notes/play.md.
 
     .venv/bin/python -m benchmarks.bench_perception --detector data/detectors/arena
     .venv/bin/python -m benchmarks.bench_perception --detector data/detectors/arena \
         --episodes data/recordings/arena-heldout --json
+    .venv/bin/python -m benchmarks.bench_perception --game naev --detector data/naev/detector \
+        --episodes data/naev/recordings/heldout
 """
 
 from __future__ import annotations
@@ -78,15 +81,33 @@ def capture_rows(number: int) -> list[dict[str, Any]]:
     return rows
 
 
-def speed_rows(detector_dir: Path, number: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def episode_frames(root: Path, count: int) -> list[tuple[np.ndarray, dict]]:
+    """`count` consecutive frames from the middle of the first recorded episode under `root`."""
+    from bot.recordings.episode import find_episodes, open_episode
+
+    episode = open_episode(find_episodes(root)[0])
+    start = max(0, episode.num_frames // 2 - count // 2)
+    return [(episode.frame(i), {}) for i in range(start, min(episode.num_frames, start + count))]
+
+
+def speed_rows(
+    detector_dir: Path, number: int, game: str = "arena", episodes: Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from bot.perception.capture import ArenaSource
 
-    profile = load_profile("arena")
+    profile = load_profile(game)
     rows = capture_rows(number)
-    source = ArenaSource(seed=0)
-    source.read()
-    rows.append({"stage": "capture (Arena in-process)", "size": "1280x720", **time_call(source.read, number)})
-    frames = arena_frames(1280, 720, 90)
+    if game == "arena":
+        source = ArenaSource(seed=0)
+        source.read()
+        rows.append(
+            {"stage": "capture (Arena in-process)", "size": "1280x720", **time_call(source.read, number)}
+        )
+        frames = arena_frames(1280, 720, 90)
+    elif episodes is not None:
+        frames = episode_frames(episodes, 90)
+    else:
+        raise SystemExit(f"--game {game}: give --episodes (recorded {game} episodes supply the frames)")
     frame = frames[-1][0]
     detectors = {}
     for runtime in ("onnx", "torch"):
@@ -136,12 +157,27 @@ def speed_rows(detector_dir: Path, number: int) -> tuple[list[dict[str, Any]], d
 # ------------------------------------------------------------------------------------------------ accuracy
 
 
-def accuracy(detector_dir: Path, episodes_root: Path, every: int) -> dict[str, Any]:
+def hud_errors(reading: Any, step: dict[str, Any]) -> dict[str, float]:
+    """|reading - truth| per bar with a truth in the step: a step column of its name (hp, shield), or for a
+    bar named target_<x>, field <x> of the selected ground-truth object (gt hp is in %)."""
+    errors = {}
+    for name, value in reading.bars.items():
+        if step.get(name) is not None:
+            errors[name] = abs(value - step[name])
+        elif name.startswith("target_"):
+            chosen = [o for o in step.get("gt_objects") or () if o.get("selected")]
+            field = name.removeprefix("target_")
+            if chosen and chosen[0].get(field) is not None:
+                errors[name] = abs(value - chosen[0][field] / chosen[0].get(f"{field}_max", 1.0))
+    return errors
+
+
+def accuracy(detector_dir: Path, episodes_root: Path, every: int, game: str = "arena") -> dict[str, Any]:
     from bot.perception.tracker import id_switches
     from bot.recordings.episode import find_episodes, open_episode
     from training.detector import evaluate_detector, hidden_px, in_view
 
-    profile = load_profile("arena")
+    profile = load_profile(game)
     episodes = find_episodes(episodes_root)
     scored = Detector.load(detector_dir, profile.class_names, conf=0.001, max_det=300)
     result: dict[str, Any] = {"map": evaluate_detector(scored, episodes, profile.class_names, every)}
@@ -153,6 +189,10 @@ def accuracy(detector_dir: Path, episodes_root: Path, every: int) -> dict[str, A
         episode = open_episode(path)
         tracker = Tracker.from_profile(profile, episode.meta.fps)
         steps = episode.steps().select(["t", "gt_objects", "hp", "shield"]).to_pylist()
+        bar_truth = [c for c in profile.hud.bars if c in episode.steps().column_names and c not in steps[0]]
+        if bar_truth:
+            more = episode.steps().select(bar_truth).to_pylist()
+            steps = [{**a, **b} for a, b in zip(steps, more)]
         w, h = episode.meta.width, episode.meta.height
         shape = detector.shape_for(w, h)
         min_px = 2.0 / min(shape[0] / h, shape[1] / w)  # objects in view, as training defines them
@@ -171,20 +211,21 @@ def accuracy(detector_dir: Path, episodes_root: Path, every: int) -> dict[str, A
                     tracks.xyxy[tracks.visible],
                 )
             )
-            reading = hud.read(frame)
-            hud_err.append((abs(reading.bar("hp") - step["hp"]), abs(reading.bar("shield") - step["shield"])))
+            hud_err.append(hud_errors(hud.read(frame), step))
         for key, value in id_switches(frames, (episode.meta.width, episode.meta.height)).items():
             if key in switches:
                 switches[key] += value
         minutes += episode.num_frames / episode.meta.fps / 60.0
-    mae = np.asarray(hud_err).mean(axis=0)
+    bars = sorted({name for errors in hud_err for name in errors})
     result["tracking"] = {
         "minutes": round(minutes, 2),
         "id_switches_per_min": switches["switches"] / minutes,
         "id_switches_in_view_per_min": switches["switches_in_view"] / minutes,
         "recall": switches["matched"] / max(switches["gt"], 1),
     }
-    result["hud_mae"] = {"hp": float(mae[0]), "shield": float(mae[1]), "frames": len(hud_err)}
+    result["hud_mae"] = {name: float(np.mean([e[name] for e in hud_err if name in e])) for name in bars} | {
+        "frames": len(hud_err)
+    }
     return result
 
 
@@ -193,14 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--detector", type=Path, default=Path("data/detectors/arena"), help="detector folder")
-    parser.add_argument("--episodes", type=Path, help="held-out Arena episodes for the accuracy figures")
+    parser.add_argument("--game", default="arena", help="game profile (arena, naev)")
+    parser.add_argument(
+        "--episodes", type=Path, help="held-out episodes of that game for the accuracy figures"
+    )
     parser.add_argument("--every", type=int, default=10, help="frame step for mAP over --episodes")
     parser.add_argument("--number", type=int, default=20, help="calls per timing round")
     add_common_args(parser)
     args = parser.parse_args(argv)
-    rows, extra = speed_rows(args.detector, args.number)
+    rows, extra = speed_rows(args.detector, args.number, args.game, args.episodes)
     if args.episodes is not None:
-        extra["accuracy"] = accuracy(args.detector, args.episodes, args.every)
+        extra["accuracy"] = accuracy(args.detector, args.episodes, args.every, args.game)
     report("Perception latency per frame", rows, ["stage", "size", "min_ms", "median_ms"], args.json, **extra)
     return 0
 

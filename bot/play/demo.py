@@ -1,12 +1,15 @@
 """`pilot demo`, what `scripts/demo.sh` runs for a newcomer: the bot plays the Arena with the shipped policy
 (data/pretrained/arena), first live in a window when a display exists (`pilot run` through the screen, mouse
 and keyboard; it waits for F9), then in-process on unseen seeds (`pilot eval`), writing `<out>/overlay.mp4`
-and printing the bot / expert / random table. More: docs/notes/play.md.
+and printing the bot / expert / random table. `--game naev`: the real Naev is started on a private display
+and the bot (data/pretrained/naev) plays it live through the screen and X input, writing the overlay video,
+then `pilot eval --game naev` plays the bot, the scripted pilot and random input on unseen seeds.
+More: docs/notes/play.md.
 
 Examples:
     pilot demo                                      # 3 seeds x 60 s, window if a display exists
     pilot demo --window off --episodes 1 --seconds 20
-    pilot demo --policy data/policies/arena --live-seconds 120
+    pilot demo --game naev --episodes 2 --seconds 30 --live-seconds 30
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ READY = "arena window ready"
 
 @dataclass
 class DemoConfig:
-    """The bot plays the Arena with a policy bundle: live in a window when possible, then an evaluation."""
+    """The bot plays a game with a policy bundle: live (the Arena in a window when possible, an adapter game
+    on its private display), then an evaluation."""
 
-    policy: Path = REPO / "data/pretrained/arena"  # policy bundle folder
+    game: str = "arena"  # arena, or a game played through its adapter (naev)
+    policy: Path | None = None  # policy bundle folder (default: data/pretrained/<game>)
     out: Path = Path("data/runs/demo")  # folder for overlay.mp4 and summary.json
     episodes: int = 3  # evaluation episodes (seeds seed .. seed + episodes - 1)
     seconds: float = 60.0  # game seconds per evaluation episode
@@ -46,7 +51,8 @@ class DemoConfig:
     live_seconds: float = 60.0  # s the live run lasts (it waits for F9 before acting)
 
     def __post_init__(self) -> None:
-        self.policy, self.out = Path(self.policy), Path(self.out)
+        self.policy = REPO / "data/pretrained" / self.game if self.policy is None else Path(self.policy)
+        self.out = Path(self.out)
         for name in ("episodes", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}: expected >= 1, got {getattr(self, name)}")
@@ -111,14 +117,28 @@ def play_live(cfg: DemoConfig) -> dict[str, Any]:
         return result
 
 
+def play_launched(cfg: DemoConfig) -> dict[str, Any]:
+    """`pilot run --launch`: the adapter starts the game on a private display, the bot plays it live through
+    the screen and X input from the first frame, and the overlay video is written; returns the run summary."""
+    summary = cfg.out / "live.json"
+    run_cmd = [sys.executable, "-m", "bot.cli", "run", "--game", cfg.game, "--policy", str(cfg.policy)]
+    run_cmd += ["--launch", "--start-now", "--max-seconds", str(cfg.live_seconds)]
+    run_cmd += ["--overlay", str(cfg.out / "overlay.mp4"), "--summary", str(summary)]
+    print(f"\nlive: the bot plays {cfg.game} for {cfg.live_seconds:.0f} s on a private display", flush=True)
+    code = subprocess.run(run_cmd, cwd=REPO).returncode
+    if code != 0:
+        raise PilotError(f"pilot run --game {cfg.game} --launch exited with {code}")
+    return json.loads(summary.read_text()) if summary.exists() else {}
+
+
 def live_line(result: dict[str, Any]) -> str:
     score = result.get("score") or {}
     total = result.get("latency_ms", {}).get("total", {})
     return (
         f"live run ({result.get('stop_reason', '?')}): {result.get('frames', 0)} frames, "
         f"{result.get('clicks', 0)} clicks, {result.get('keys', 0)} keys, "
-        f"credits {score.get('credits', '?')}, "
-        f"frame->decision p50 {total.get('p50', float('nan')):.1f} ms"
+        + (f"credits {score.get('credits', '?')}, " if score else "")
+        + f"frame->decision p50 {total.get('p50', float('nan')):.1f} ms"
     )
 
 
@@ -131,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.policy}: no bundle.json (expected a policy bundle, e.g. data/pretrained/arena)"
         )
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.game != "arena":
+        return _demo_adapter_game(cfg)
     live: dict[str, Any] | None = None
     if cfg.window == "on" or (cfg.window == "auto" and display_available()):
         live = play_live(cfg)
@@ -143,5 +165,24 @@ def main(argv: list[str] | None = None) -> int:
     log.info("evaluating %s on seeds %s (overlay video: %s)", cfg.policy, evaluation.seeds, overlay)
     result, text = run(evaluation)
     print(text)
+    (cfg.out / "summary.json").write_text(json.dumps({"live": live, "eval": result}, indent=2) + "\n")
+    return 0
+
+
+def _demo_adapter_game(cfg: DemoConfig) -> int:
+    """Live play with the overlay video, then the bot / scripted pilot / random table on unseen seeds."""
+    from bot.games import adapter_for
+    from bot.games.bundle_player import load_bundle_for
+    from bot.play.adapter_runs import evaluate, tables
+
+    adapter_for(cfg.game)  # a game without an adapter is refused by name before anything starts
+    load_bundle_for(cfg.policy, cfg.game)
+    live = play_launched(cfg)
+    print(live_line(live))
+    result = evaluate(
+        cfg.game, cfg.episodes, cfg.seconds, cfg.seed, cfg.workers, (1280, 720), policy=cfg.policy
+    )
+    print(tables(result))
+    print(f"\noverlay video: {cfg.out / 'overlay.mp4'}")
     (cfg.out / "summary.json").write_text(json.dumps({"live": live, "eval": result}, indent=2) + "\n")
     return 0

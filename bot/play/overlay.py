@@ -216,6 +216,8 @@ class Overlay:
     def put(self, frame: np.ndarray, step: PerceptionStep, decision: Decision, status: str) -> None:
         h, w = frame.shape[:2]
         self.cursor.append((decision.mouse[0] * w, decision.mouse[1] * h))
+        held = [k.name for i, k in enumerate(self.profile.keys) if decision.held >> i & 1]
+        status = f"{status}  hold {'+'.join(held)}" if held else status  # Action v2: keys held down
         state = OverlayState(
             objects=perceived_objects(step, self.profile.class_names),
             target_id=decision.target_id or None,

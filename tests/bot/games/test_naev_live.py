@@ -209,19 +209,30 @@ def test_eval_scores_a_bundle_the_scripted_pilot_and_random_input_on_the_same_se
         assert result["policies"][name]["score_per_min_mean"] == episode["score_per_min"]
 
 
-def test_pilot_run_launches_naev_and_plays_it_through_the_screen_without_the_probe(
+def test_pilot_demo_plays_naev_live_through_the_screen_with_an_overlay_then_scores_the_three(
     tmp_path: Path, untrained_detector, tiny_bundle
 ) -> None:
+    """`pilot demo --game naev`: `pilot run --launch` plays from pixels alone (no probe read) and writes the
+    overlay video, then bot, scripted pilot and random input play the same seed."""
     import json
+
+    import cv2
 
     detector = untrained_detector(tmp_path / "detector", "naev")
     bundle = tiny_bundle(tmp_path / "bundle", detector, game="naev")
-    summary = tmp_path / "summary.json"
-    proc = run_pilot(["run", "--game", "naev", "--policy", str(bundle), "--launch", "--start-now",
-                      "--max-seconds", "6", "--summary", str(summary)])  # fmt: skip
+    out = tmp_path / "demo"
+    proc = run_pilot(["demo", "--game", "naev", "--policy", str(bundle), "--out", str(out), "--episodes", "1",
+                      "--seconds", "5", "--seed", "21", "--live-seconds", "6", "--workers", "1"])  # fmt: skip
     pids = started_pids(proc)
-    assert proc.wait(timeout=180) == 0
+    assert proc.wait(timeout=400) == 0
     assert wait_gone(pids) == []
-    result = json.loads(summary.read_text())
-    assert result["frames"] >= 60, result  # 6 s at 30 fps, perceived and decided from pixels alone
-    assert result["stop_reason"] == "--max-seconds 6 reached", result
+    result = json.loads((out / "summary.json").read_text())
+    live = result["live"]
+    assert live["frames"] >= 60, live  # 6 s at 30 fps, perceived and decided from pixels alone
+    assert live["stop_reason"] == "--max-seconds 6 reached", live
+    video = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert video.isOpened() and video.get(cv2.CAP_PROP_FRAME_COUNT) >= 30
+    video.release()
+    policies = result["eval"]["policies"]
+    assert set(policies) == {"bot", "expert", "random"} and result["eval"]["seeds"] == [21]
+    assert all(len(p["episodes"]) == 1 for p in policies.values())
