@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bot.play.dagger:main",
         "record the bot's own play labelled with the expert's actions (DAgger training episodes)",
     ),
+    "export": (
+        "bot.policy.onnx_export:main",
+        "write a copy of a policy bundle with ONNX models, run by ONNX Runtime (--int8: int8 weights)",
+    ),
     "record": ("bot.recordings.record:main", "record human play (screen + mouse + keyboard) into episodes"),
     "episodes": ("bot.recordings.episodes:main", "list / show / check recorded episodes"),
     "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),

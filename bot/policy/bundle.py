@@ -4,8 +4,9 @@ bundle.json and that the three models fit each other, the observation spec and t
 
     <bundle>/bundle.json  {"format": "orbit-pilot-policy", "format_version": 2, "profile", "obs_spec",
                            "modes", "detector": {"path", "copied"}, "models": {name: folder},
-                           "inference": {"tactician_hz", "snap_boxes"}, "metrics", "data", "versions"}
-    <bundle>/strategist/, tactician/, executor/   models.io folders (safetensors + config.json)
+                           "inference": {"tactician_hz", "snap_boxes"}, "metrics", "data", "versions"
+                           [, "runtime": "onnx", "export": {...}] (`pilot export`: bot/policy/onnx_export.py)}
+    <bundle>/strategist/, tactician/, executor/   models.io folders: config.json + safetensors (or model.onnx)
     <bundle>/detector/                            the detector, when copied
 """
 
@@ -21,6 +22,7 @@ from bot.errors import PilotError, PolicyError
 from bot.perception.detector import Detector
 from bot.perception.pipeline import load_detector
 from bot.perception.state import OBS_SPEC
+from bot.policy.onnx_models import OnnxExecutor, OnnxStrategist, OnnxTactician, load_onnx_model
 from bot.profile import GameProfile, load_profile
 from models.errors import CheckpointError
 from models.executor import Executor
@@ -36,6 +38,7 @@ BUNDLE_VERSION = 2  # 2: bundle.json holds the "inference" settings
 BUNDLE_FILE = "bundle.json"
 MODEL_CLASSES = {"strategist": "Strategist", "tactician": "Tactician", "executor": "Executor"}
 STAGES = ("strategist", "tactician", "executor")
+RUNTIMES = ("torch", "onnx")  # bundle.json "runtime": absent = torch; "onnx" = written by `pilot export`
 F_OBJ = len(OBS_SPEC.obj_features)
 F_GLOB = len(OBS_SPEC.glob_features)
 F_SUM = len(OBS_SPEC.summary_features)
@@ -132,8 +135,11 @@ def write_bundle_json(folder: Path, content: dict[str, Any], inference: Inferenc
     return path
 
 
-def _load_models(folder: Path, path: Path, models: Any) -> dict[str, Strategist | Tactician | Executor]:
-    """The three models named in bundle.json's "models" ({name: folder relative to the bundle})."""
+def _load_models(folder: Path, path: Path, models: Any, runtime: Any = "torch") -> dict[str, Any]:
+    """The three models named in bundle.json's "models" ({name: folder relative to the bundle}): torch
+    modules, or for an exported bundle ("runtime": "onnx", `pilot export`) their ONNX Runtime stand-ins."""
+    if runtime not in RUNTIMES:
+        raise PolicyError(f"{path}: runtime: expected one of {list(RUNTIMES)}, got {runtime!r}")
     if not isinstance(models, dict):
         raise PolicyError(f"{path}: models: expected an object {{name: folder}}, got {models!r}")
     loaded = {}
@@ -144,6 +150,9 @@ def _load_models(folder: Path, path: Path, models: Any) -> dict[str, Strategist 
         where = folder / sub
         if not where.is_dir():
             raise PolicyError(f"{where}: missing (models.{name} of {path})")
+        if runtime == "onnx":
+            loaded[name] = load_onnx_model(where, cls)
+            continue
         try:
             model = load_model(where, cls)
         except CheckpointError as exc:
@@ -170,6 +179,8 @@ def _check_fit(
         "executor.approach_dim": (e.approach_dim, t.approach_dim),
         "executor.n_keys": (e.n_keys, len(profile.keys)),
     }
+    if e.n_held:  # a held head is optional (demonstrations that only tap train none), but sized by the keys
+        expected["executor.n_held"] = (e.n_held, len(profile.keys))
     for name, (got, want) in expected.items():
         if got != want:
             raise PolicyError(f"{path}: {name}: expected {want}, got {got}")
@@ -183,9 +194,9 @@ class PolicyBundle:
     folder: Path
     profile: GameProfile
     modes: list[str]
-    strategist: Strategist
-    tactician: Tactician
-    executor: Executor
+    strategist: Strategist | OnnxStrategist  # the Onnx* stand-ins in an exported bundle ("runtime": "onnx")
+    tactician: Tactician | OnnxTactician
+    executor: Executor | OnnxExecutor
     detector_path: Path | None  # <folder>/detector when copied, else the recorded path
     inference: InferenceSettings  # how the live loop steps the models (V1_INFERENCE for a version-1 bundle)
     meta: dict[str, Any] = field(default_factory=dict)  # bundle.json as read
@@ -205,7 +216,7 @@ class PolicyBundle:
         modes = data.get("modes")
         if not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes):
             raise PolicyError(f"{path}: modes: expected a list of mode names, got {modes!r}")
-        models = _load_models(folder, path, data.get("models"))
+        models = _load_models(folder, path, data.get("models"), data.get("runtime", "torch"))
         _check_fit(path, models, profile, modes)
         inference = bundle_inference(data, path)
         strategist, tactician, executor = (models[n] for n in STAGES)
