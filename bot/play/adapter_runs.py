@@ -42,6 +42,7 @@ def _play_in_worker(seed: int) -> dict[str, Any]:
         height=height,
         headless=job["headless"],
         out=out,
+        label_with=job.get("label_with"),
     )
 
 
@@ -71,6 +72,23 @@ def record_demos(
     return play_seeds(
         seeds, _play_in_worker, workers=workers, init=_init_worker, init_args=(job,), fresh=True,
         episode=lambda s: str(out / f"expert-{s:06d}"),
+    )  # fmt: skip
+
+
+def record_dagger(
+    game: str, policy: Path, out: Path, episodes: int, seconds: float, seed: int, workers: int,
+    size: tuple[int, int], headless: bool = True,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """DAgger episodes `dagger-<seed>` in `out`: the bundle plays, the scripted pilot labels every frame
+    (expert_* columns, labels/expert.parquet); complete ones on disk are kept."""
+    load_bundle_for(policy, game)  # a bad bundle, or one for another game, fails before any game starts
+    seeds = [s for s in range(seed, seed + episodes) if not _complete(out / f"dagger-{s:06d}")]
+    out.mkdir(parents=True, exist_ok=True)
+    job = dict(game=game, out=str(out), prefix="dagger", seconds=seconds, pilot=str(policy), size=size)
+    job |= dict(headless=headless, label_with="scripted")
+    return play_seeds(
+        seeds, _play_in_worker, workers=workers, init=_init_worker, init_args=(job,), fresh=True,
+        episode=lambda s: str(out / f"dagger-{s:06d}"),
     )  # fmt: skip
 
 

@@ -1,12 +1,14 @@
-"""`pilot dagger`: the bot plays the Arena with a policy bundle while the scripted expert says, on every
-frame, what it would have done (DAgger, Ross et al. 2011, https://arxiv.org/abs/1011.0686). Each episode
-(`<out>/dagger-<seed>/`) holds the bot's actions and perception, the expert's actions (expert_* step
-columns) and labels/expert.parquet; a complete episode on disk is kept, so a rerun resumes. What these
-labels are worth: docs/notes/play.md.
+"""`pilot dagger`: the bot plays the Arena (or, with `--game naev`, a game driven through its adapter) with a
+policy bundle while the scripted expert says, on every frame, what it would have done (DAgger, Ross et al.
+2011, https://arxiv.org/abs/1011.0686). Each episode (`<out>/dagger-<seed>/`) holds the bot's actions and
+perception, the expert's actions (expert_* step columns) and labels/expert.parquet; a complete episode on
+disk is kept, so a rerun resumes. What these labels are worth: docs/notes/play.md.
 
 Examples:
     pilot dagger --policy data/pretrained/arena --out data/recordings/arena-dagger --episodes 16
     pilot dagger --policy data/policies/dev --out /tmp/dagger --episodes 2 --seconds 20 --workers 1
+    pilot dagger --game naev --policy data/pretrained/naev --out data/naev/recordings/dagger --episodes 8 \
+        --seconds 60 --workers 1     # the real Naev at its profile's window size; the scripted pilot labels
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class DaggerConfig:
     """The bot plays the Arena; every frame is labelled with the expert's action, mode and target."""
 
     policy: Path  # policy bundle folder whose play is recorded
+    game: str = "arena"  # arena (in-process), or a game played through its adapter (naev: the real game)
     out: Path = Path("data/recordings/arena-dagger")  # receives one dagger-<seed> folder per episode
     episodes: int = 16  # episodes
     seconds: float = 120.0  # game seconds per episode
@@ -202,8 +205,27 @@ def run(cfg: DaggerConfig) -> list[dict[str, Any]]:
         )
 
 
+def run_adapter_game(cfg: DaggerConfig) -> int:
+    """The bundle plays the game through its adapter at its profile's window size; the game's scripted pilot
+    labels every frame."""
+    from bot.play.adapter_runs import record_dagger
+    from bot.profile import load_profile
+
+    size = load_profile(cfg.game).window.size
+    results = record_dagger(
+        cfg.game, cfg.policy, cfg.out, cfg.episodes, cfg.seconds, cfg.seed, cfg.workers, size
+    )
+    for r in results:
+        log.info("seed %s: bot score/min %s kills %s deaths %s", r["seed"], r["score_per_min"], r["kills"],
+                 r["deaths"])  # fmt: skip
+    log.info("%d episode(s) recorded in %s", len(results), cfg.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(DaggerConfig, args=argv, prog="pilot dagger", description=__doc__)
+    if cfg.game != "arena":
+        return run_adapter_game(cfg)
     results = run(cfg)
     for r in results:
         score = r["score"]

@@ -92,6 +92,9 @@ OPTIONAL_STEP_FIELDS: tuple[pa.Field, ...] = (
     pa.field("expert_mouse_y", pa.float32()),
     pa.field("expert_click", pa.bool_()),
     pa.field("expert_key", pa.int16()),
+    pa.field(
+        "expert_held", pa.int32()
+    ),  # Action v2: the keys the expert would hold (games played with held keys)
 )
 STEP_FIELDS = {f.name: f for f in REQUIRED_STEP_FIELDS + OPTIONAL_STEP_FIELDS}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.games.bundle_player import BundlePlayer
-from bot.games.naev.episode import STEP_FIELDS, EpisodeResult, run_episode
+from bot.games.naev.episode import EXPERT_FIELDS, STEP_FIELDS, EpisodeResult, run_episode
 from bot.games.naev.overlay import NaevScenario
 from bot.games.naev.pilot import NaevPilot, NaevPilotConfig, RandomPilot
 from bot.games.naev.probe import ProbeError
@@ -62,9 +62,10 @@ def launch(seed: int = 0, width: int = 1280, height: int = 720, headless: bool =
 def play(
     seed: int, seconds: float, pilot: str = "scripted", width: int = 1280, height: int = 720,
     headless: bool = True, out: Path | None = None, work: Path | None = None,
-    stop_when: Callable[[EpisodeResult], bool] | None = None,
+    stop_when: Callable[[EpisodeResult], bool] | None = None, label_with: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Start Naev, play one episode with `pilot`, stop Naev; write the episode to `out` when given.
+    """Start Naev, play one episode with `pilot`, stop Naev; write the episode to `out` when given, and with
+    `label_with` ("scripted": DAgger) what that pilot would have done on every frame.
 
     Returns the episode's score summary. Ctrl+C or an error removes a half-written `out` (a rerun plays it
     again) and always stops Naev and its display."""
@@ -74,10 +75,11 @@ def play(
     with _session(seed, width, height, headless, work) as session:
         backend = _backend()
         time.sleep(SETTLE_S)
-        writer = _writer(out, profile, session, seed, pilot) if out is not None else None
+        writer = _writer(out, profile, session, seed, pilot, label_with) if out is not None else None
+        labeller = make_player(label_with, seed) if label_with else None
         try:
             result = run_episode(
-                session, make_player(pilot, seed), profile, seconds, backend, writer, stop_when
+                session, make_player(pilot, seed), profile, seconds, backend, writer, stop_when, labeller
             )
         except (ProcessError, ProbeError) as exc:
             if writer is None:
@@ -99,15 +101,18 @@ def play(
     return {"seed": seed, "pilot": pilot, **result.to_dict()}
 
 
-def _writer(out: Path, profile: Any, session: NaevSession, seed: int, pilot: str) -> EpisodeWriter:
+def _writer(
+    out: Path, profile: Any, session: NaevSession, seed: int, pilot: str, label_with: str | None = None
+) -> EpisodeWriter:
     width, height = session.region[2], session.region[3]
     meta = EpisodeMeta(
         game="naev", source="expert" if pilot == "scripted" else "bot", fps=profile.fps, width=width,
         height=height, keys=profile.key_names, modes=list(profile.modes), classes=profile.class_names,
         region=list(session.region), seed=seed,
-        extra={"scenario": asdict(session.scenario), "pilot": pilot, "naev": "0.8.2"},
+        extra={"scenario": asdict(session.scenario), "pilot": pilot, "naev": "0.8.2", "labeller": label_with},
     )  # fmt: skip
-    return EpisodeWriter(out, meta, optional_fields=STEP_FIELDS)
+    fields = STEP_FIELDS + (EXPERT_FIELDS if label_with else ())
+    return EpisodeWriter(out, meta, optional_fields=fields)
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:

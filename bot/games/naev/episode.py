@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STEP_FIELDS = ("held", "gt_objects", "hp", "shield", "deaths", "kills", "dealt", "taken")
 STEP_FIELDS += ("player_x", "player_y", "selected_id")
+# DAgger: what the labelling pilot would have done on the frame the bot played (datasets train on these)
+EXPERT_FIELDS = ("expert_mouse_x", "expert_mouse_y", "expert_click", "expert_key", "expert_held")
 
 
 @dataclass
@@ -116,6 +118,15 @@ def _step_row(
     )  # fmt: skip
 
 
+def expert_row(profile: GameProfile, expert: PilotDecision, cursor: tuple) -> dict[str, Any]:
+    """The labelling pilot's decision as the steps' expert_* columns (keys only: the cursor stays put)."""
+    tap = profile.key_names.index(_key_name(profile, expert.taps[0])) if expert.taps else 0
+    return dict(
+        expert_mouse_x=cursor[0], expert_mouse_y=cursor[1], expert_click=expert.click, expert_key=tap,
+        expert_held=profile.held_mask(expert.held),
+    )  # fmt: skip
+
+
 def _key_name(profile: GameProfile, physical: str) -> str:
     for spec in profile.keys:
         if spec.key == physical:
@@ -131,9 +142,11 @@ def run_episode(
     backend: InputBackend,
     writer: EpisodeWriter | None = None,
     stop_when: Callable[[EpisodeResult], bool] | None = None,
+    labeller: Player | None = None,
 ) -> EpisodeResult:
     """Play `seconds` of the running scenario (or until `stop_when(result)`); scores count from its first
-    frame."""
+    frame. With a `labeller` (DAgger), every recorded frame also holds what it would have done there (the
+    expert_* columns and the labels), while `player`'s decision is the one sent."""
     assert session.probe is not None, "run_episode: start the session first"
     region = session.region
     size = (region[2], region[3])
@@ -142,6 +155,8 @@ def run_episode(
     aligner.add(session.probe.poll() or [session.probe.latest()])
     first = aligner.recent[-1]
     player.reset()
+    if labeller is not None:
+        labeller.reset()
     result = EpisodeResult(0.0, 0, 0, 0, 0.0, 0.0, weights=dict(profile.score))
     try:
         with MssSource(MssConfig(region=region, fps=profile.fps)) as source:
@@ -155,6 +170,8 @@ def run_episode(
                 session.probe.check_fresh()  # ProbeError when the game froze (just polled: no second read)
                 for line in fresh:
                     player.observe(line)
+                    if labeller is not None:
+                        labeller.observe(line)
                 grabbed = (source.started or 0.0) + shot.t
                 frame = aligner.at(grabbed, session.probe.offset)
                 cursor = _fraction(backend.position(), region)
@@ -165,11 +182,14 @@ def run_episode(
                 result.align_ms.append((grabbed - session.probe.offset) * 1000.0 - frame.t_ms)
                 result.frames, result.seconds, result.dropped = result.frames + 1, shot.t, shot.dropped
                 if writer is not None:
-                    index = writer.append(
-                        shot.image, _step_row(profile, frame, size, shot.t, decision, cursor)
-                    )
-                    target = decision.target_id if decision.target_id >= 0 else None
-                    writer.add_label("expert", index, decision.mode, target_id=target)
+                    row = _step_row(profile, frame, size, shot.t, decision, cursor)
+                    said = decision  # whose mode and target label the frame: the player's, or the labeller's
+                    if labeller is not None:
+                        said = labeller.decide(time.monotonic())
+                        row |= expert_row(profile, said, cursor)
+                    index = writer.append(shot.image, row)
+                    target = said.target_id if said.target_id >= 0 else None
+                    writer.add_label("expert", index, said.mode, target_id=target)
                 _update_score(result, frame, first)
                 if stop_when is not None and stop_when(result):
                     break

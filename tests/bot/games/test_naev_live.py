@@ -236,3 +236,25 @@ def test_pilot_demo_plays_naev_live_through_the_screen_with_an_overlay_then_scor
     policies = result["eval"]["policies"]
     assert set(policies) == {"bot", "expert", "random"} and result["eval"]["seeds"] == [21]
     assert all(len(p["episodes"]) == 1 for p in policies.values())
+
+
+def test_pilot_dagger_records_the_bundles_play_labelled_by_the_scripted_pilot(
+    tmp_path: Path, untrained_detector, tiny_bundle
+) -> None:
+    """`pilot dagger --game naev`: the bundle's keys are the ones played, the scripted pilot's are the
+    expert_* columns and the labels, and the episode trains beside the demos (training/datasets.py)."""
+    bundle = tiny_bundle(tmp_path / "bundle", untrained_detector(tmp_path / "detector", "naev"), game="naev")
+    out = tmp_path / "dagger"
+    proc = run_pilot(["dagger", "--game", "naev", "--policy", str(bundle), "--out", str(out),
+                      "--episodes", "1", "--seconds", "4", "--seed", "7", "--workers", "1"])  # fmt: skip
+    pids = started_pids(proc)
+    assert proc.wait(timeout=180) == 0
+    assert wait_gone(pids) == []
+    episode = open_episode(out / "dagger-000007")
+    steps = episode.steps()
+    assert episode.meta.complete and episode.meta.source == "bot"
+    assert episode.meta.extra["labeller"] == "scripted"
+    assert {"held", "expert_held", "expert_key", "expert_mouse_x"} <= set(steps.column_names)
+    assert len(episode.labels("expert")) == episode.num_frames >= 60
+    expert_held = steps.column("expert_held").to_numpy()
+    assert expert_held.any(), "the scripted pilot holds keys (face, thrust, fire) within 4 s of play"
