@@ -2,12 +2,15 @@
 
     in-process   ArenaSource -> Perception -> PolicyRunner, lock-step (bot/play/evaluate.py: `pilot eval`)
     screen       `pilot arena` in a window on a private Xvfb -> `pilot run` (mss capture, pynput input)
+    --game naev  `pilot run --game naev --launch`: the real Naev on a private Xvfb, on the same cores; also
+                 the cores Naev and the bot used while it played, and the frame rate the bot got
 
 Strategist and Tactician columns are per call, the others per frame; what the rows tell:
 docs/notes/play.md. The screen row needs Xvfb and xdotool (scripts/bootstrap.sh --dev installs them).
 
     .venv/bin/python benchmarks/bench_live.py --policy data/pretrained/arena --seconds 30
     .venv/bin/python benchmarks/bench_live.py --policy data/pretrained/arena --no-screen --json
+    .venv/bin/python benchmarks/bench_live.py --game naev --policy data/pretrained/naev --seconds 60
 """
 
 from __future__ import annotations
@@ -88,6 +91,50 @@ def through_screen(policy: Path, seconds: float, threads: int) -> dict[str, Any]
                     proc.wait(timeout=30)
 
 
+def launched(game: str, policy: Path, seconds: float, threads: int) -> dict[str, Any] | str:
+    """`pilot run --game G --launch` (the adapter starts the game on a private Xvfb); its --summary JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Path(tmp) / "summary.json"
+        run_cmd = [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            "--game",
+            game,
+            "--policy",
+            str(policy),
+            "--launch",
+        ]
+        run_cmd += ["--start-now", "--max-seconds", str(seconds), "--summary", str(summary)]
+        run_cmd += ["--threads", str(threads or 1)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads or 1)}
+        bot = subprocess.run(
+            run_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 300
+        )
+        if bot.returncode != 0 or not summary.exists():
+            return f"pilot run failed ({bot.returncode}): {bot.stderr.strip().splitlines()[-1:]}"
+        return json.loads(summary.read_text())
+
+
+def main_launched(args: argparse.Namespace) -> None:
+    """The live loop beside a game the project starts (Naev): one row, and the cores each side used."""
+    result = launched(args.game, args.policy, args.seconds, args.threads)
+    if isinstance(result, str):
+        report(
+            "Live loop latency, ms", [{"loop": f"screen ({args.game})", "note": result}], COLUMNS, args.json
+        )
+        return
+    fps = result["frames"] / max(args.seconds, 1e-9)
+    rows = [row(f"screen ({args.game} running)", result["latency_ms"], fps, "pilot run --launch")]
+    extra = {"policy": str(args.policy), f"{args.game} cores": result.get("game_cpu_cores")}
+    extra |= {"bot cores": result.get("bot_cpu_cores"), "frames": result["frames"]}
+    extra["total p50 / 33.3 ms frame budget"] = round(
+        result["latency_ms"]["total"]["p50"] / FRAME_BUDGET_MS, 2
+    )
+    report("Live loop latency, ms", rows, COLUMNS, args.json, **extra)
+
+
 def row(loop: str, latency: dict[str, dict[str, float]], fps: float | None, note: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {"loop": loop, "note": note, "fps": None if fps is None else round(fps, 1)}
     for stage in STAGES:
@@ -102,9 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", type=Path, default=REPO / "data/pretrained/arena")
     parser.add_argument("--seconds", type=float, default=30.0, help="game seconds per loop measured")
     parser.add_argument("--no-screen", action="store_true", help="skip the Xvfb + mss + pynput row")
+    parser.add_argument("--game", default="arena", help="arena, or a game the adapter starts (naev)")
     add_common_args(parser)
     args = parser.parse_args(argv)
     load = apply_threads(args)
+    if args.game != "arena":
+        main_launched(args)
+        return
     latency, rates = in_process(args.policy, args.seconds, args.threads)
     rows = [row("in-process (lock-step)", latency, None, "pilot eval's loop")]
     extra: dict[str, Any] = {"policy": str(args.policy), "load average at start": round(load, 2)}

@@ -13,21 +13,15 @@ capture.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any
 
 import numpy as np
 
 from benchmarks.common import add_common_args, percentiles_ms, report
+from bot.games.processes import cpu_seconds
 
 SIZES = ((1280, 720), (640, 360))
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _empty_capture_ms(width: int, height: int, number: int) -> float:
@@ -67,7 +61,7 @@ def measure(width: int, height: int, seconds: float) -> dict[str, Any]:
 
     with NaevSession(NaevScenario(seed=1), NaevConfig(width=width, height=height)) as naev:
         region = {"left": 0, "top": 0, "width": width, "height": height}
-        first, cpu0, t0 = naev.probe.latest(), _cpu_seconds(naev.proc.pid), time.monotonic()
+        first, cpu0, t0 = naev.probe.latest(), cpu_seconds(naev.proc.pid), time.monotonic()
         grabs, ages, pixels = [], [], []
         with mss.MSS() as screen:
             while time.monotonic() - t0 < seconds:
@@ -81,7 +75,7 @@ def measure(width: int, height: int, seconds: float) -> dict[str, Any]:
                 if len(grabs) % 15 == 0:
                     pixels += _alignment_px(np.asarray(shot)[..., 2::-1], frame, (width, height))
                 time.sleep(max(0.0, 1 / 30 - (time.monotonic() - grabbed)))
-        last, cpu1, t1 = naev.probe.latest(), _cpu_seconds(naev.proc.pid), time.monotonic()
+        last, cpu1, t1 = naev.probe.latest(), cpu_seconds(naev.proc.pid), time.monotonic()
     return {
         "size": f"{width}x{height}",
         "naev_fps": (last.frames - first.frames) / ((last.t_ms - first.t_ms) / 1000.0),

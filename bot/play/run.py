@@ -85,12 +85,24 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
 
 
 def run_launched(cfg: RunConfig) -> dict:
-    """Start the game through its adapter (its scenario, no probe read), play it live, end it."""
+    """Start the game through its adapter (its scenario, no probe read), play it live, end it. The summary
+    also says how many cores the game and the bot used while it played (both share this machine)."""
+    import resource
+    import time
+
     from bot.games import adapter_for
+    from bot.games.processes import cpu_seconds
 
     with adapter_for(cfg.game).launch(seed=cfg.seed or 0, headless=cfg.headless) as game:
         cfg.region = ",".join(str(v) for v in game.region)
-        return LiveRun(cfg).run()
+        start = time.monotonic(), cpu_seconds(game.pid), resource.getrusage(resource.RUSAGE_SELF)
+        summary = LiveRun(cfg).run()
+        wall = max(time.monotonic() - start[0], 1e-9)
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        bot_cpu = used.ru_utime + used.ru_stime - start[2].ru_utime - start[2].ru_stime
+        summary["game_cpu_cores"] = round((cpu_seconds(game.pid) - start[1]) / wall, 3)
+        summary["bot_cpu_cores"] = round(bot_cpu / wall, 3)
+        return summary
 
 
 def main(argv: list[str] | None = None) -> int:

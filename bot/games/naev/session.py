@@ -178,6 +178,11 @@ class NaevSession:
             f"Naev showed no main menu within {self.cfg.start_timeout_s:.0f} s (log: {self.files.log})"
         )
 
+    @property
+    def pid(self) -> int | None:
+        """Naev's process id while it runs."""
+        return self.proc.pid if self.proc is not None else None
+
     def check_alive(self) -> None:
         """ProcessError when Naev has exited (crashed or closed)."""
         if self.proc is not None and self.proc.poll() is not None:
