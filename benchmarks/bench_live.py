@@ -2,8 +2,8 @@
 
     in-process   ArenaSource -> Perception -> PolicyRunner, lock-step (bot/play/evaluate.py: `pilot eval`)
     screen       `pilot arena` in a window on a private Xvfb -> `pilot run` (mss capture, pynput input)
-    --game naev  `pilot run --game naev --launch`: the real Naev on a private Xvfb, on the same cores; also
-                 the cores Naev and the bot used while it played, and the frame rate the bot got
+    --game naev  `pilot run --game naev --launch`: the real Naev on a private Xvfb, same cores; also the
+                 cores Naev and the bot used and the frame rate the bot got
 
 Strategist and Tactician columns are per call, the others per frame; what the rows tell:
 docs/notes/play.md. The screen row needs Xvfb and xdotool (scripts/bootstrap.sh --dev installs them).

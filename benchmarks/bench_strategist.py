@@ -3,6 +3,7 @@ of the same size (CPU and GPU), and on a GPU ours with the SDPA flash backend fo
 
     .venv/bin/python benchmarks/bench_strategist.py        # B32 T60 d_model 256, 4 layers
     .venv/bin/python benchmarks/bench_strategist.py --json
+    .venv/bin/python benchmarks/bench_strategist.py --json --skip-cpu   # GPU rows only (bf16 ours vs stock)
 
 Both models are causal with a mode loss at every step, in train mode (dropout 0.1); ratios come from one run.
 
@@ -120,13 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--number", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-cpu", action="store_true", help="only the GPU rows (scripts/gpu_check.sh)")
     add_common_args(parser)
     args = parser.parse_args(argv)
     load = apply_threads(args)
     config = StrategistConfig(
         d_model=args.d_model, n_layers=args.layers, d_ff=4 * args.d_model, max_len=args.length
     )
-    rows = measure(config, args, "cpu")
+    rows = [] if args.skip_cpu else measure(config, args, "cpu")
     if torch.cuda.is_available():
         rows += measure(config, args, "cuda")
     else:

@@ -1,7 +1,8 @@
 """TrainConfig: the hyper-parameters and run settings of the shared training loop, validated on construction.
 
 Saved as the "train" section of every checkpoint's config.json. A bad field raises TrainConfigError
-("TrainConfig.lr: expected a finite number in (0.0, inf], got 0.0").
+("TrainConfig.lr: expected a finite number in (0.0, inf], got 0.0"). Presets (`--preset gpu`): settings files
+in training/configs/ that the entry points apply over --config and under flags (pop_preset, preset_values).
 """
 
 from __future__ import annotations
@@ -109,3 +110,44 @@ class TrainConfig:
 def config_error(name: str, expected: str, value: object) -> TrainConfigError:
     """The error for TrainConfig field `name` found unusable during a run (e.g. best_metric, resume)."""
     return TrainConfigError(str(fail("TrainConfig", name, expected, value)))
+
+
+# ------------------------------------------------------------------------------------------------ presets
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # `--preset NAME` reads PRESETS_DIR / NAME.yaml
+
+
+def pop_preset(argv: list[str]) -> tuple[list[str], str | None]:
+    """`argv` without `--preset NAME` (or `--preset=NAME`), and NAME (None when absent)."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[:i] + argv[i + 2 :], argv[i + 1]
+        if arg.startswith("--preset="):
+            return argv[:i] + argv[i + 1 :], arg.split("=", 1)[1]
+    return argv, None
+
+
+def preset_values(name: str, section: str | None, argv: list[str]) -> dict[str, Any]:
+    """The settings of preset `name` for one entry point (its `section`, e.g. "executor"; the whole file for
+    `pilot train policy`), less those `argv` sets by flag, so flags still win. ConfigFileError if unknown."""
+    from training.cli import ConfigFileError, load_config_file  # tyro: only for the entry points
+
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ConfigFileError(f"--preset {name}: no such preset (expected one of {known})")
+    values = load_config_file(path)
+    values = values.get(section, {}) if section is not None else values
+    flags = {arg.split("=", 1)[0].replace("_", "-") for arg in argv if arg.startswith("--")}
+    return _unflagged(values, flags, "--")
+
+
+def _unflagged(values: dict[str, Any], flags: set[str], prefix: str) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        flag = prefix + str(key).replace("_", "-")
+        if isinstance(value, dict):
+            kept[key] = _unflagged(value, flags, flag + ".")
+        elif flag not in flags and f"{prefix}no-{str(key).replace('_', '-')}" not in flags:
+            kept[key] = value
+    return kept

@@ -1,12 +1,14 @@
 """Training command lines: `train_strategist`, `train_tactician`, `train_executor`, `pilot train <model>`.
 
-Settings: defaults < `--config FILE.yaml|json` (nested like the flags) < flags. Checkpoints land in
-`--train.out-dir` (last/, best/). Examples (after `pilot demos` and `pilot perceive`):
+Settings: defaults < `--config FILE.yaml|json` (nested like the flags) < `--preset NAME` (speed settings in
+training/configs/NAME.yaml, e.g. `gpu`) < flags. Checkpoints land in `--train.out-dir` (last/, best/).
+Examples (after `pilot demos` and `pilot perceive`):
 
     train_strategist --data.data data/recordings/arena --data.val-data data/recordings/arena-heldout
     train_strategist --config strategist.yaml --train.epochs 40 --model.label-smoothing 0.05
     train_tactician --data.data data/recordings/arena --strategist data/checkpoints/strategist/best
     train_executor --data.data data/recordings/arena --train.resume auto
+    train_executor --data.data data/recordings/arena --preset gpu      # CUDA, bigger batches, bf16, compile
     pilot train policy --data.data data/recordings/arena --out data/policies/arena
 """
 
@@ -17,7 +19,8 @@ import sys
 from typing import Any, TypeVar
 
 from bot.logs import setup_logging
-from training.cli import ConfigFileError, parse
+from training.cli import ConfigFileError, apply_overrides, parse
+from training.config import pop_preset, preset_values
 from training.errors import DatasetError
 from training.runs import (
     ExecutorRun,
@@ -33,10 +36,19 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 
-def _main(cls: type[C], run: Any, argv: list[str] | None, prog: str) -> int:
+def parse_run(cls: type[C], argv: list[str] | None, prog: str, section: str | None) -> C:
+    """`cls` from defaults < --config < --preset (its `section`; all of it for policy) < flags."""
+    argv, preset = pop_preset(list(sys.argv[1:] if argv is None else argv))
+    cfg = parse(cls, argv, prog, f"{(cls.__doc__ or '').strip()}\n\n{__doc__}")
+    if preset is None:
+        return cfg
+    return apply_overrides(cfg, preset_values(preset, section, argv), f"--preset {preset}")
+
+
+def _main(cls: type[C], run: Any, argv: list[str] | None, prog: str, section: str | None) -> int:
     setup_logging()
     try:
-        cfg = parse(cls, argv, prog, f"{(cls.__doc__ or '').strip()}\n\n{__doc__}")
+        cfg = parse_run(cls, argv, prog, section)
     except ConfigFileError as exc:
         log.error("%s", exc)
         return 2
@@ -60,24 +72,24 @@ def _main(cls: type[C], run: Any, argv: list[str] | None, prog: str) -> int:
 
 def strategist_main(argv: list[str] | None = None) -> int:
     """`train_strategist` / `pilot train strategist`."""
-    return _main(StrategistRun, run_strategist, argv, "train_strategist")
+    return _main(StrategistRun, run_strategist, argv, "train_strategist", "strategist")
 
 
 def tactician_main(argv: list[str] | None = None) -> int:
     """`train_tactician` / `pilot train tactician`."""
-    return _main(TacticianRun, run_tactician, argv, "train_tactician")
+    return _main(TacticianRun, run_tactician, argv, "train_tactician", "tactician")
 
 
 def executor_main(argv: list[str] | None = None) -> int:
     """`train_executor` / `pilot train executor`."""
-    return _main(ExecutorRun, run_executor, argv, "train_executor")
+    return _main(ExecutorRun, run_executor, argv, "train_executor", "executor")
 
 
 def policy_main(argv: list[str] | None = None) -> int:
     """`pilot train policy`: the three models in order, then a policy bundle (training/policy.py)."""
     from training.policy import PolicyRun, run_policy
 
-    return _main(PolicyRun, run_policy, argv, "pilot train policy")
+    return _main(PolicyRun, run_policy, argv, "pilot train policy", None)
 
 
 def detector_main(argv: list[str] | None = None) -> int:

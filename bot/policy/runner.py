@@ -11,6 +11,7 @@ behind is caught up: docs/notes/play.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 from bot.perception.pipeline import PerceptionStep
 from bot.perception.state import GLOB, OBS_SPEC, Observation
 from bot.policy.bundle import F_OBJ, STAGES, PolicyBundle
+from models.graphs import graphed
 
 OBJ_INDEX = {name: i for i, name in enumerate(OBS_SPEC.obj_features)}
 MAX_CATCH_UP = 8  # Executor steps for one frame at most (~1 ms each): a longer stall is let go
@@ -106,6 +108,11 @@ class PolicyRunner:
             raise ValueError(f"tactician_hz: expected a number > 0, got {tactician_hz!r}")
         if not (isinstance(snap, int | float) and snap >= 0):
             raise ValueError(f"snap: expected a number >= 0, got {snap!r}")
+        # on a CUDA machine the Executor and Tactician run as captured CUDA graphs (models/graphs.py); CPU
+        # tensors in and out either way, and without CUDA the models are used as they are
+        bundle = dataclasses.replace(
+            bundle, **graphed({name: getattr(bundle, name) for name in STAGES}, "cuda")
+        )
         self.bundle, self.sample, self.seed, self.snap = bundle, sample, seed, float(snap)
         self.period = 1.0 / float(tactician_hz)
         self.frame_period = 1.0 / float(bundle.profile.fps)  # the Executor's step in training
