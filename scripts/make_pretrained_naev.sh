@@ -12,8 +12,8 @@
 #   DETECTOR=data/naev/detector bash scripts/make_pretrained_naev.sh    # reuse a trained detector folder
 #
 #   EPISODES=24 HELDOUT=6 EPISODE_SECONDS=60   demo episodes (seeds 0.., held-out seeds 2000..) and their length
-#   WORKERS=1 THREADS=1                 Naev demo processes (each Naev takes ~1.2 cores); torch/detector threads
-#   DET_EVERY=24 DET_EPOCHS=16          detector: every Nth frame of the train demos, epochs
+#   WORKERS=1 THREADS=1                 Naev demo processes (each Naev takes ~1.2 cores); torch threads
+#   DET_EVERY=36 DET_EPOCHS=14 DET_THREADS=2   detector: every Nth frame of the train demos, epochs, threads
 #   WORK=data/naev                      where recordings, the detector and the training runs go
 #   OUT=data/pretrained/naev            the shipped bundle
 # Every step resumes: complete demo episodes, current perception and finished training are kept, so running
@@ -27,8 +27,9 @@ HELDOUT=${HELDOUT:-6}
 SECONDS_PER_EPISODE=${EPISODE_SECONDS:-60}
 WORKERS=${WORKERS:-1}
 THREADS=${THREADS:-1}
-DET_EVERY=${DET_EVERY:-24}
-DET_EPOCHS=${DET_EPOCHS:-16}
+DET_EVERY=${DET_EVERY:-36}
+DET_EPOCHS=${DET_EPOCHS:-14}
+DET_THREADS=${DET_THREADS:-2}
 WORK=${WORK:-data/naev}
 OUT=${OUT:-data/pretrained/naev}
 CONFIG=${CONFIG:-training/configs/naev_policy.yaml}
@@ -51,7 +52,7 @@ else
     echo "== 2/5 detector: training into $detector"
     if [[ ! -f "$detector/model.onnx" ]]; then
         "$PILOT" train detector --data "$train_dir" --profile naev --out "$detector" --eval "$heldout_dir" \
-            --every "$DET_EVERY" --epochs "$DET_EPOCHS" --threads "$THREADS"
+            --every "$DET_EVERY" --epochs "$DET_EPOCHS" --threads "$DET_THREADS"
     fi
 fi
 
