@@ -11,6 +11,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,8 @@ def run_launched(cfg: RunConfig) -> dict:
         bot_cpu = used.ru_utime + used.ru_stime - start[2].ru_utime - start[2].ru_stime
         summary["game_cpu_cores"] = round((cpu_seconds(game.pid) - start[1]) / wall, 3)
         summary["bot_cpu_cores"] = round(bot_cpu / wall, 3)
+        if cfg.summary is not None:  # LiveRun wrote it before these were known
+            cfg.summary.write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
 
