@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run detector + tracker + HUD + state encoder over recorded episodes",
     ),
     "label": ("vlm_labeling.run:main", "label episodes with a vision-language model (OpenAI-compatible API)"),
+    "autolabel": (
+        "vlm_labeling.autolabel.cli:main",
+        "detector labels without ground truth: proposals, tracks, clusters named once, boxes, YOLO dataset",
+    ),
 }
 
 

@@ -362,6 +362,9 @@ TARGET_IDS = (
 )  # what a label file's target_id means: Arena object ids or perception track ids
 
 
+BOXES_PREFIX = "boxes-"  # labels/boxes-*.parquet: detector boxes (vlm_labeling/autolabel), not labels
+
+
 def target_id_space(table: pa.Table, default: str) -> str:
     """The id space a labels table declares (schema metadata "target_ids"), else `default` (older files)."""
     space = (table.schema.metadata or {}).get(b"target_ids", default.encode()).decode()
@@ -453,7 +456,8 @@ class Episode:
         if not folder.is_dir():
             return []
         names = {p.stem for p in folder.glob("*.parquet")} | {p.stem for p in folder.glob("*.parts")}
-        return sorted(names)
+        # labels/boxes-<source>.parquet are detector boxes (`pilot autolabel`), not mode / target labels
+        return sorted(n for n in names if not n.startswith(BOXES_PREFIX))
 
     def labels(self, source: str) -> pa.Table:
         table, _ = _read_table(self.dir / "labels" / f"{source}.parquet")

@@ -240,6 +240,11 @@ def test_write_labels_replaces_a_source(tmp_path: Path) -> None:
     write_labels(
         tmp_path / "ep", "heuristic", [dict(frame=i, mode="EXPLORE", confidence=0.5) for i in range(10)]
     )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    boxes = pa.table({"frame": [0], "cls": [1], "x1": [0.0], "y1": [0.0], "x2": [4.0], "y2": [4.0]})
+    pq.write_table(boxes, tmp_path / "ep" / "labels" / "boxes-auto.parquet")  # `pilot autolabel`'s boxes
     episode = open_episode(tmp_path / "ep")
-    assert episode.label_sources() == ["expert", "heuristic"]
+    assert episode.label_sources() == ["expert", "heuristic"]  # detector boxes are not mode labels
     assert episode.labels("heuristic")["confidence"].to_pylist() == [0.5] * 10
