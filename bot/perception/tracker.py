@@ -116,8 +116,8 @@ class Tracker:
             dets = dets[~np.isin(dets.cls, self.ignore)]
         out = self._byte.update(_ByteInput(dets))
         ids, boxes, conf, cls = self._matched(out, dets, t)
+        self._prune(t)  # first: a stall of seconds in few frames retires a state ByteTrack still counts lost
         lost = self._recently_lost(t)
-        self._prune(t)
         return self._assemble(ids, boxes, conf, cls, lost, t)
 
     def _matched(self, out: np.ndarray, dets: Detections, t: float) -> tuple[list, list, list, list]:

@@ -71,6 +71,17 @@ def test_lost_tracks_stay_visible_false_for_keep_lost_s() -> None:
     assert list(back.id) == [1] and back.visible[0]  # re-found within track_buffer_s: same id
 
 
+def test_a_stall_of_seconds_retires_a_lost_track_without_error() -> None:
+    # pilot eval on Naev, seed 3002: the live loop stalled ~2 s between two frames while a track was lost;
+    # ByteTrack still held it as recently lost (counted in frames) while its state had aged out (in seconds)
+    tracker = Tracker(TrackerSpec(keep_lost_s=0.3, track_buffer_s=1.0), fps=30)
+    for i in range(5):
+        tracker.update(dets([(10 + i, 10, 50 + i, 50)]), t=i / 30)
+    assert len(tracker.update(dets([]), t=5 / 30)) == 1  # lost, still shown
+    after_stall = tracker.update(dets([]), t=3.0)  # two frames later, 2.8 s on
+    assert len(after_stall) == 0
+
+
 def test_class_is_a_vote_not_the_last_detection() -> None:
     tracker = Tracker(TrackerSpec(), fps=30)
     for i in range(10):
