@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the project's own virtual environment (.venv) and installs Orbit Pilot into it.
-# Usage: scripts/bootstrap.sh [--dev]   (--dev adds pytest, ruff, the X tools and Naev the display tests need)
+# Usage: scripts/bootstrap.sh [--dev]   (--dev adds pytest, ruff, selenium, the X tools, Naev and Chromium)
 # Idempotent: a second run only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,9 @@ if [ -n "$extras" ]; then
     command -v xdpyinfo >/dev/null || need+=(x11-utils)
     # Naev 0.8.2, the second game (bot/games/naev/): a real game nobody here wrote, for its display tests.
     [ -x /usr/games/naev ] || command -v naev >/dev/null || need+=(naev)
+    # Headless Chromium and its WebDriver: the `pilot autolabel` review page's browser test (no X needed).
+    command -v chromium >/dev/null || need+=(chromium)
+    command -v chromedriver >/dev/null || need+=(chromium-driver)
     if [ ${#need[@]} -gt 0 ]; then
         sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
         echo "[bootstrap] apt-get install ${need[*]}"

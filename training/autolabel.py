@@ -255,9 +255,9 @@ def read_answers(path: Path, items: list[dict]) -> dict[str, bool]:
         answers = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SelfTrainError(
-            f"{path}: the audit is not answered yet; check the {len(items)} detections of "
-            f"{path.parent / 'items.json'} (crops in {path.parent}/item_<n>.png) and write "
-            '{"<item>": true | false, ...} there, then rerun'
+            f"{path}: the audit is not answered yet; answer its {len(items)} detections on the review page "
+            f"(`pilot autolabel --out {path.parent.parent} --review-only`), or write "
+            '{"<item>": true | false, ...} there yourself, then rerun'
         ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise SelfTrainError(f"{path}: not readable as JSON ({exc})") from None
@@ -272,18 +272,40 @@ def read_answers(path: Path, items: list[dict]) -> dict[str, bool]:
 
 
 def write_audit(folder: Path, items: list[dict], episodes: dict[str, Episode]) -> None:
-    """items.json and one crop (with some context, the box drawn) per item, for the person auditing."""
+    """items.json, and per item its frame (frame_<n>.png) and a crop with some context and the box drawn
+    (item_<n>.png), for the person auditing (`pilot autolabel --review-only` shows them)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "items.json").write_text(json.dumps(items, indent=1))
     for item in items:
         frame = episodes[item["episode"]].frame(item["frame"])
         x1, y1, x2, y2 = (int(round(item[k])) for k in ("x1", "y1", "x2", "y2"))
         pad = max(8, (x2 - x1) // 2)
         image = frame[:, :, ::-1].copy()
+        cv2.imwrite(str(folder / f"frame_{item['item']}.png"), image)
         cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 255), 1)
         h, w = image.shape[:2]
         cut = image[max(0, y1 - pad) : min(h, y2 + pad), max(0, x1 - pad) : min(w, x2 + pad)]
         cv2.imwrite(str(folder / f"item_{item['item']}.png"), cut)
+    (folder / "items.json").write_text(json.dumps(items, indent=1))  # last: the images are there when it is
+
+
+def recorded(work: Path, what: str) -> dict[str, Any]:
+    """subject -> the last value recorded for it in WORK/decisions.jsonl (the review page records the audit
+    answers it saves, and they must not be counted twice)."""
+    path = work / "decisions.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return {d["subject"]: d["value"] for d in map(json.loads, filter(str.strip, lines)) if d["what"] == what}
+
+
+def redrawn_labels(work: Path) -> dict[str, list[dict]]:
+    """Boxes a person redrew on the review page (WORK/audit/redrawn.json), as labels by episode."""
+    path = work / "audit" / "redrawn.json"
+    if not path.exists():
+        return {}
+    out: dict[str, list[dict]] = {}
+    for box in json.loads(path.read_text()).values():
+        row = {k: box[k] for k in ("frame", "cls", "x1", "y1", "x2", "y2")}
+        out.setdefault(box["episode"], []).append({**row, "conf": 1.0})
+    return out
 
 
 def record(work: Path, who: str, human: bool, what: str, subject: str, value: Any, **detail: Any) -> None:
@@ -319,7 +341,10 @@ def audited_threshold(
     answers_path = cfg.answers or folder / "answers.json"
     answers = read_answers(answers_path, items)
     value = threshold(items, answers, cfg.target_precision)
+    seen = recorded(cfg.work, "audit detection")
     for item in items:
+        if seen.get(f"audit item {item['item']}") == bool(answers[item["item"]]):
+            continue  # the review page recorded this answer as it was given
         record(
             cfg.work,
             f"person (audit file {answers_path})",
@@ -414,7 +439,8 @@ def run_round(cfg: SelfTrainConfig, profile: GameProfile, episodes: dict[str, Ep
     spec = tracker_spec(cfg)
     rows = {name: confirmed(ep, detector, profile, spec, cfg.min_track_s) for name, ep in episodes.items()}
     cut = audited_threshold(cfg, rows, episodes)
-    base = named_labels(cfg.work, episodes)
+    redrawn = redrawn_labels(cfg.work)
+    base = {name: named + redrawn.get(name, []) for name, named in named_labels(cfg.work, episodes).items()}
     kept = {name: merge(base[name], [r for r in mine if r["conf"] >= cut]) for name, mine in rows.items()}
     for name, episode in episodes.items():
         write_boxes(

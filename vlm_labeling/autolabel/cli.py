@@ -1,13 +1,13 @@
 """`pilot autolabel`: detector labels for a game without ground truth, from its recorded episodes alone.
 
-Proposals (motion against the background, salient blobs; HUD masked), ByteTrack tracks, appearance clusters
-each named once (a names file, or a VLM), template matches of the named sprites, then
-`labels/boxes-auto.parquet` in each episode and a YOLO dataset. A rerun resumes: finished stages are kept.
-Design: docs/notes/vlm_labeling.md, "vlm_labeling/autolabel/". Examples:
+Proposals, tracks, appearance clusters each named once (names file, VLM, or a person on the review page
+at the printed URL), template matches; out come `labels/boxes-auto.parquet` per episode and a YOLO
+dataset. Reruns resume. Design: docs/notes/vlm_labeling.md. Examples:
 
-    pilot autolabel --data data/recordings/mygame --game mygame --out data/autolabel/mygame --no-review
-    pilot autolabel --data ... --out ... --names names.json          # {"0": "npc_scout", "1": "ignore"}
+    pilot autolabel --data data/recordings/mygame --game mygame --out data/autolabel/mygame   # + review
+    pilot autolabel --data ... --out ... --no-review --names names.json   # {"0": "npc_scout", "1": "ignore"}
     pilot autolabel --data ... --out ... --vlm-url http://127.0.0.1:11434/v1 --vlm-model qwen2.5vl:7b
+    pilot autolabel --out data/autolabel/mygame --review-only   # the page alone (+ the audit)
     pilot train detector --data data/autolabel/mygame/dataset/data.yaml --profile mygame --out ...
     python -m training.autolabel --work data/autolabel/mygame --data ... --game mygame   # self-training
 """
@@ -17,19 +17,47 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import tyro
 
 from bot.profile import load_profile
-from vlm_labeling.autolabel import pipeline, store
+from vlm_labeling.autolabel import pipeline, review, store
 from vlm_labeling.autolabel.config import AutolabelConfig
+from vlm_labeling.autolabel.errors import AutolabelError
 
 log = logging.getLogger(__name__)
 
 
+def announce(url: str) -> None:
+    print(f"review page: {url}  (keys are on the page; Ctrl+C stops, decisions are kept)", flush=True)
+
+
+def review_only(cfg: AutolabelConfig) -> dict[str, Any]:
+    """Serve the review page of an existing work folder until nothing is left: the unnamed clusters, then
+    self-training's audit. The game (and the episodes, for an audit without frames) are the run's own."""
+    saved = cfg.out / "config.json"
+    if not saved.exists():
+        raise AutolabelError(f"{saved}: missing; run `pilot autolabel --data ... --out {cfg.out}` first")
+    settings = store.read_json(saved)
+    profile = load_profile(settings["game"])
+    data = cfg.data or Path(settings["data"])
+    state = review.ReviewState(cfg.out, profile.class_names, audit=True, data=data)
+    before = state.left()
+    left = review.serve(state, cfg.review_port, lambda left: not any(left.values()), announce)
+    return {
+        "work": str(cfg.out),
+        "named": before["clusters"] - left["clusters"],
+        "audit_answered": before["audit"] - left["audit"],
+        "left": left,
+    }
+
+
 def run(cfg: AutolabelConfig) -> dict[str, Any]:
-    """Every stage up to `cfg.stop_after`; returns the run's summary."""
+    """Every stage up to `cfg.stop_after` (or only the review page: --review-only); returns the summary."""
+    if cfg.review_only:
+        return review_only(cfg)
     profile = load_profile(cfg.game)
     cfg.out.mkdir(parents=True, exist_ok=True)
     store.write_json(cfg.out / "config.json", json.loads(json.dumps(asdict(cfg), default=str)))
@@ -46,7 +74,7 @@ def run(cfg: AutolabelConfig) -> dict[str, Any]:
     }
     if cfg.stop_after == "clusters":
         return summary
-    names = pipeline.stage_names(cfg, profile, clusters)
+    names = pipeline.stage_names(cfg, profile, clusters, announce)
     summary["named"] = {
         name: sum(1 for v in names.values() if v == name) for name in sorted(set(names.values()))
     }

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from validation import check_float, check_int
+from validation import check_float, check_int, fail
 from vlm_labeling.autolabel.clusters import ClusterConfig
 from vlm_labeling.autolabel.features import FeatureWeights
 from vlm_labeling.autolabel.proposals import ProposalConfig
@@ -19,7 +19,7 @@ from vlm_labeling.autolabel.tracks import TrackConfig
 class AutolabelConfig:
     """Detector labels for a game without ground truth: proposals, tracks, clusters named once, boxes."""
 
-    data: Path  # an episode folder, or a folder searched for episodes
+    data: Path | None = None  # an episode folder, or a folder searched for episodes; not with --review-only
     game: str = "arena"  # game profile name or YAML path: the closed class list and the HUD panels
     out: Path = Path("data/autolabel")  # work folder: stage outputs, clusters.json, montages, dataset/
     names: Path | None = None  # names file {"<cluster id>": "<class or ignore>"} (a person's decisions)
@@ -28,7 +28,9 @@ class AutolabelConfig:
     api_key_env: str = "ORBIT_VLM_API_KEY"  # NAME of the env variable holding the API key (unset = no auth)
     vlm_timeout_s: float = 120.0  # s per socket operation of a VLM request
     vlm_min_confidence: float = 0.5  # VLM names less sure than this are not taken (the cluster stays unnamed)
-    review: bool = True  # open the review page for unnamed clusters (not built yet); --no-review for scripts
+    review: bool = True  # serve the review page while clusters are unnamed, and wait; --no-review for scripts
+    review_only: bool = False  # only serve the review page of an existing --out (clusters, then the audit)
+    review_port: int = 0  # port of the review page on 127.0.0.1; 0 = a free one
     unnamed: Literal["error", "ignore"] = "error"  # clusters nobody named: stop with an error, or ignore them
     stop_after: Literal["clusters", "labels"] = "labels"  # "clusters": stop once clusters.json is written
     every: int = 6  # frame step of the dataset's images (and of template matching)
@@ -43,10 +45,14 @@ class AutolabelConfig:
     templates: TemplateConfig = field(default_factory=TemplateConfig)
 
     def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
+        if self.data in (None, "") and not self.review_only:
+            raise fail(self, "data", "an episode folder (--data DIR)", self.data)
+        self.data = None if self.data in (None, "") else Path(self.data)
+        self.out = Path(self.out)
         self.names = None if self.names in (None, "") else Path(self.names)
         check_int(self, "every", 1)
         check_int(self, "imgsz", 0)
+        check_int(self, "review_port", 0, 65535)
         check_float(self, "val_fraction", 0.0, 1.0, low_open=True)
         check_float(self, "vlm_min_confidence", 0.0, 1.0)
         check_float(self, "vlm_timeout_s", 0.0, low_open=True)

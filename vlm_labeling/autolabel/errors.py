@@ -10,3 +10,8 @@ class AutolabelError(PilotError):
 
     Finished stages stay in the work folder, so the rerun after the fix resumes where this stopped.
     """
+
+
+class ReviewRequestError(AutolabelError):
+    """A request to the review page's API that the page itself never sends (unknown cluster or item, a name
+    not in the class list, malformed JSON): answered with HTTP 400 and this one line, nothing written."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -22,7 +23,7 @@ from bot.recordings.episode import Episode, find_episodes, open_episode
 from vlm_labeling.autolabel import clusters as C
 from vlm_labeling.autolabel import labels as L
 from vlm_labeling.autolabel import naming as N
-from vlm_labeling.autolabel import store
+from vlm_labeling.autolabel import review, store
 from vlm_labeling.autolabel.config import AutolabelConfig
 from vlm_labeling.autolabel.errors import AutolabelError
 from vlm_labeling.autolabel.features import crop
@@ -32,8 +33,8 @@ from vlm_labeling.autolabel.tracks import episode_dir, settings, track_episode
 
 log = logging.getLogger(__name__)
 
-CLUSTERS = "clusters.json"
-CLUSTERS_META = "clusters.meta.json"
+CLUSTERS = store.CLUSTERS
+CLUSTERS_META = store.CLUSTERS_META
 SAMPLES = "samples.npz"
 
 
@@ -212,9 +213,15 @@ def clusters_meta(cfg: AutolabelConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ names
 
 
-def stage_names(cfg: AutolabelConfig, profile: GameProfile, clusters: list[dict]) -> dict[int, str]:
-    """cluster id -> class or "ignore", from the names file, then the VLM; unnamed clusters stop the run
-    (or are ignored with --unnamed ignore)."""
+def stage_names(
+    cfg: AutolabelConfig,
+    profile: GameProfile,
+    clusters: list[dict],
+    announce: Callable[[str], None] | None = None,
+) -> dict[int, str]:
+    """cluster id -> class or "ignore", from the names file, the VLM, then a person on the review page
+    (its URL goes to `announce`; the run waits); unnamed clusters stop the run (or are ignored with
+    --unnamed ignore)."""
     meta = clusters_meta(cfg)
     names = N.load_names(cfg.out, meta["fingerprint"])
     if cfg.names is not None:
@@ -227,8 +234,13 @@ def stage_names(cfg: AutolabelConfig, profile: GameProfile, clusters: list[dict]
         names.update(N.vlm_names(cfg.out, clusters, todo, profile, client, cfg.vlm_min_confidence, moving))
     N.save_names(cfg.out, meta["fingerprint"], names)
     todo = N.unnamed(clusters, names)
+    if todo and cfg.review:
+        state = review.ReviewState(cfg.out, profile.class_names, audit=False)
+        review.serve(state, cfg.review_port, lambda left: left["clusters"] == 0, announce)
+        names = N.load_names(cfg.out, meta["fingerprint"])
+        todo = N.unnamed(clusters, names)
     if todo and cfg.unnamed == "error":
-        how = "a --names file" + (", the review page (not built yet)" if cfg.review else "") + " or --vlm-url"
+        how = "a --names file, the review page (without --no-review) or --vlm-url"
         example = f'{{"{todo[0]}": "<class or ignore>"}}'
         raise AutolabelError(
             f"{cfg.out / CLUSTERS}: clusters {todo} have no name; name them ({example}) "

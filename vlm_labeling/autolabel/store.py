@@ -4,6 +4,7 @@
     WORK/episodes/<episode>/tracks.parquet, crops.npz   per-episode stage outputs (settings hash inside)
     WORK/clusters.json, montages/     the clusters; WORK/names.json, decisions.jsonl   naming
     WORK/vlm_cache/                   VLM answers;  WORK/dataset/   the YOLO dataset
+    WORK/audit/                       self-training's audit (training/autolabel.py), answered in review.py
 
 Every file is written to a temporary name and renamed, so a killed run leaves whole files or none; a file
 whose settings hash differs from the current settings is stale and is recomputed.
@@ -23,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DECISIONS = "decisions.jsonl"
+CLUSTERS = "clusters.json"
+CLUSTERS_META = "clusters.meta.json"
 
 
 def settings_hash(*parts: Any) -> str:
