@@ -5,6 +5,7 @@
     pilot run --policy DIR       play a game live through the screen, mouse and keyboard
     pilot eval --policy DIR      measure a policy on the Arena against the expert and a random policy
     pilot record --game arena    record human play into episodes
+    pilot shadow --policy DIR    record a person while the bot predicts beside them, learns and is measured
     pilot <command> --help       the options of one command
 """
 
@@ -45,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write a copy of a policy bundle with ONNX models, run by ONNX Runtime (--int8: int8 weights)",
     ),
     "record": ("bot.recordings.record:main", "record human play (screen + mouse + keyboard) into episodes"),
+    "shadow": (
+        "bot.play.shadow:main",
+        "record a person playing while a policy predicts beside them (no input), learns and is measured",
+    ),
     "episodes": ("bot.recordings.episodes:main", "list / show / check recorded episodes"),
     "train": ("training.entry:main", "train the detector, a policy model, or the whole policy bundle"),
     "perceive": (

@@ -9,6 +9,7 @@ Each stage trains into `<out>/runs/<model>/` (`--resume` continues them); its be
     pilot train policy --data.data data/recordings/arena --data.val-data data/recordings/arena-heldout \\
         --out data/policies/arena --detector data/detectors/arena
     pilot train policy --config training/configs/arena_policy.yaml --out data/policies/arena
+    pilot train policy --init data/pretrained/arena --data.data data/shadow/recordings --out data/policies/ft
 """
 
 from __future__ import annotations
@@ -21,26 +22,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from bot.errors import PilotError
 from bot.perception.state import OBS_SPEC
-from bot.policy.bundle import SNAP_BOXES, InferenceSettings, write_bundle_json
+from bot.policy.bundle import (
+    BUNDLE_FILE,
+    SNAP_BOXES,
+    InferenceSettings,
+    bundle_inference,
+    read_bundle_json,
+    write_bundle_json,
+)
+from models.errors import CheckpointError
 from models.io import load_model, save_model
+from models.layers import Normalizer
 from models.strategist import MODES
 from training.checkpoint import find_checkpoint, read_config, versions
 from training.datasets import DataConfig
-from training.loop import TEST_FILE
-from training.runs import (
-    ExecutorRun,
-    StrategistRun,
-    TacticianRun,
-    run_executor,
-    run_strategist,
-    run_tactician,
-)
+from training.loop import TEST_FILE, run_training
+from training.runs import ExecutorRun, StrategistRun, TacticianRun
+from training.tasks import MUTED_STD, ExecutorTask, StrategistTask, TacticianTask
 from validation import check_int, fail
 
 log = logging.getLogger(__name__)
 
 MODELS = ("strategist", "tactician", "executor")
+TASKS = {"strategist": StrategistTask, "tactician": TacticianTask, "executor": ExecutorTask}
 
 
 @dataclass
@@ -62,9 +70,12 @@ class PolicyRun:
     tactician: TacticianRun = field(default_factory=TacticianRun)  # its strategist comes from stage 1
     executor: ExecutorRun = field(default_factory=ExecutorRun)  # its strategist/tactician from stages 1, 2
     config: Path | None = None  # YAML/JSON file of defaults; flags override it
+    # a policy bundle to start from (fine-tuning): each model keeps its architecture and weights
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.init = None if self.init in (None, "") else Path(self.init)
         check_int(self, "threads", 0)
         self.detector = None if self.detector in (None, "") else Path(self.detector)
         self.config = None if self.config in (None, "") else Path(self.config)
@@ -90,19 +101,73 @@ def _trained(run_dir: Path) -> Path:
     return folder
 
 
+def init_models(folder: Path) -> dict[str, Path]:
+    """--init: the model folder of each stage in the bundle at `folder`; CheckpointError on a bad one."""
+    try:
+        data = read_bundle_json(folder / BUNDLE_FILE)
+    except PilotError as exc:
+        raise CheckpointError(f"PolicyRun.init: {exc}") from None
+    models = data.get("models") or {}
+    found = {name: folder / str(models.get(name, name)) for name in MODELS}
+    for name, path in found.items():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"PolicyRun.init: {path}: no {name} model in the bundle {folder}")
+    return found
+
+
+def start_from(task: Any, folder: Path) -> Any:
+    """Make `task.build_model` start from the model saved in `folder`: its weights and the normalisation
+    statistics it was trained with. A Normalizer never fitted (an untrained bundle's: mean 0, std 1) takes
+    the statistics fitted on this run's data, and columns the run mutes (ignore_cursor) stay muted."""
+    build = task.build_model
+
+    def build_model() -> Any:
+        fresh = build()  # this data's statistics, the task's loss weights, the run's muted columns
+        model = load_model(folder, type(fresh).__name__)
+        if model.config != fresh.config:  # e.g. a bundle of another observation spec or game's keys
+            raise CheckpointError(f"PolicyRun.init: {folder}: expected a model of config {fresh.config}, "
+                                  f"got {model.config}")  # fmt: skip
+        ours = dict(fresh.named_modules())
+        for name, norm in model.named_modules():
+            if isinstance(norm, Normalizer):
+                _merge_normalizer(norm, ours[name])
+        return model
+
+    task.build_model = build_model
+    return task
+
+
+@torch.no_grad()
+def _merge_normalizer(norm: Normalizer, fresh: Normalizer) -> None:
+    if bool((norm.mean == 0).all() and (norm.std == 1).all()):
+        norm.mean.copy_(fresh.mean)
+        norm.std.copy_(fresh.std)
+    muted = fresh.std >= MUTED_STD
+    norm.mean[muted], norm.std[muted] = 0.0, MUTED_STD
+
+
+def _train_stage(cfg: PolicyRun, name: str, stage: Any, init: dict[str, Path] | None) -> int:
+    if init is not None:
+        stage.model = load_model(init[name]).config  # the bundle's architecture
+    task = TASKS[name](stage)
+    if init is not None:
+        start_from(task, init[name])
+    return run_training(task, stage.train)
+
+
 def run_policy(cfg: PolicyRun) -> int:
     """Train strategist -> tactician -> executor, then write the bundle; returns an exit code."""
     runs = {name: cfg.out / "runs" / name for name in MODELS}
-    code = run_strategist(_stage(cfg, "strategist", cfg.strategist))
-    if code:
+    init = init_models(cfg.init) if cfg.init is not None else None
+    if code := _train_stage(cfg, "strategist", _stage(cfg, "strategist", cfg.strategist), init):
         return code
     tactician = _stage(cfg, "tactician", cfg.tactician)
     tactician.strategist = _trained(runs["strategist"])
-    if code := run_tactician(tactician):
+    if code := _train_stage(cfg, "tactician", tactician, init):
         return code
     executor = _stage(cfg, "executor", cfg.executor)
     executor.strategist, executor.tactician = tactician.strategist, _trained(runs["tactician"])
-    if code := run_executor(executor):
+    if code := _train_stage(cfg, "executor", executor, init):
         return code
     write_bundle(cfg, {name: _trained(folder) for name, folder in runs.items()})
     return 0
@@ -148,6 +213,9 @@ def write_bundle(cfg: PolicyRun, checkpoints: dict[str, Path]) -> Path:
         "versions": versions(),
     }
     # the live runner holds each Tactician decision as long as the Executor saw it held in training
-    write_bundle_json(out, bundle, InferenceSettings(cfg.executor.tactician_hz, SNAP_BOXES))
+    snap = SNAP_BOXES  # --init: the aim snap the base bundle was tuned with stays
+    if cfg.init is not None:
+        snap = bundle_inference(read_bundle_json(cfg.init / BUNDLE_FILE), cfg.init).snap_boxes
+    write_bundle_json(out, bundle, InferenceSettings(cfg.executor.tactician_hz, snap))
     log.info("policy bundle written to %s", out)
     return out

@@ -27,7 +27,7 @@ import tyro
 from bot.errors import PilotError
 from bot.profile import GameProfile, load_profile
 from bot.recordings.input_events import PynputInput
-from bot.recordings.recorder import EpisodeReport, RecordConfig, Recorder, parse_region
+from bot.recordings.recorder import EpisodeReport, RecordConfig, Recorder, WrittenRow, parse_region
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,15 @@ class RecordingSummary:
 
 
 def record(
-    cfg: RecordConfig, stop: threading.Event | None = None, ready: Callable[[], None] | None = None
+    cfg: RecordConfig,
+    stop: threading.Event | None = None,
+    ready: Callable[[], None] | None = None,
+    on_row: Callable[[WrittenRow], None] | None = None,
 ) -> RecordingSummary:
     """Open the screen and the input listeners, record until stopped, then post-process.
 
-    `ready()` is called once the listeners run, just before the first frame is grabbed."""
+    `ready()` is called once the listeners run, just before the first frame is grabbed; `on_row` after each
+    row is written (Recorder; `pilot shadow` watches the recording through it)."""
     profile = load_profile(cfg.game)
     stop = stop or threading.Event()
     source = open_source(cfg, profile)
@@ -98,7 +102,7 @@ def record(
         inputs = PynputInput()
         m = source.monitor
         region = (m["left"], m["top"], m["width"], m["height"])
-        recorder = Recorder(cfg, profile, source, inputs, region, ready=ready)
+        recorder = Recorder(cfg, profile, source, inputs, region, ready=ready, on_row=on_row)
         deadline = time.monotonic() + cfg.seconds if cfg.seconds else None
         cpu0, wall0 = time.process_time(), time.monotonic()
         reports = recorder.run(

@@ -48,6 +48,7 @@ class RecordConfig:
     label: bool = False  # write labels/heuristic.parquet for each kept episode (needs perception)
     crf: int = 20  # H.264 quality (lower = better, larger)
     flush_every: int = 30  # frames between steps.parquet parts (what a kill -9 can lose at most)
+    split_s: float = 0.0  # close the episode and start the next every this many s, as --split-key (0 = never)
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 240:
@@ -67,6 +68,8 @@ class RecordConfig:
             raise ValueError(f"--crf: expected 0..51, got {self.crf!r}")
         if self.flush_every < 1:
             raise ValueError(f"--flush-every: expected >= 1, got {self.flush_every!r}")
+        if not self.split_s >= 0:
+            raise ValueError(f"--split-s: expected >= 0 (0 = never), got {self.split_s!r}")
 
     @property
     def hotkeys(self) -> dict[str, str]:
@@ -184,6 +187,17 @@ class EpisodeReport:
     kept: bool  # False when discarded by the hotkey
 
 
+@dataclass
+class WrittenRow:
+    """A frame and its row, just written (Recorder's `on_row`): row `index` of the episode at `path`."""
+
+    path: Path
+    index: int
+    image: np.ndarray  # RGB uint8 (H, W, 3), as written to the video
+    row: dict[str, Any]  # the steps row (RowBuilder.row)
+    t: float  # the frame's time on the recorder's clock (s)
+
+
 class _Open:
     """The episode being written: its writer, clock origin, and the frame waiting for its row."""
 
@@ -209,8 +223,10 @@ class Recorder:
         region: Sequence[int],
         clock: Callable[[], float] = time.monotonic,
         ready: Callable[[], None] | None = None,
+        on_row: Callable[[WrittenRow], None] | None = None,
     ) -> None:
-        self.ready = ready
+        """`on_row` is called in the capture loop after each row is written: it must return at once."""
+        self.ready, self.on_row = ready, on_row
         self.cfg, self.profile, self.source, self.inputs, self.clock = cfg, profile, source, inputs, clock
         self.region = tuple(int(v) for v in region)
         self.size = (self.region[2] // 2 * 2, self.region[3] // 2 * 2)  # H.264 needs even sizes
@@ -264,6 +280,8 @@ class Recorder:
             row = self.rows.row(self.batch, episode.t0, t)
             episode.writer.append(image, row)
             episode.pending, episode.last_t = None, t
+            if self.on_row is not None:
+                self.on_row(WrittenRow(episode.writer.dir, episode.writer.num_frames - 1, image, row, t))
         self.batch = []
 
     def _close_episode(self, discard: bool = False) -> None:
@@ -338,6 +356,7 @@ class Recorder:
                 now = origin + frame.t
                 self.dropped = frame.dropped
                 self._consume(self.inputs.drain(now), now)
+                self._auto_split(now)
                 self._take_frame(frame, now)
                 if now >= next_status:
                     next_status = now + STATUS_EVERY_S
@@ -349,6 +368,13 @@ class Recorder:
                 self.inputs.stop()
                 self._close_episode()
         return self.reports
+
+    def _auto_split(self, now: float) -> None:
+        """--split-s: close the episode once it is that long; the next frame opens a new one."""
+        episode = self.episode
+        if self.cfg.split_s and episode is not None and now - episode.t0 >= self.cfg.split_s:
+            log.info("split after %.1f s (--split-s)", now - episode.t0)
+            self._close_episode()
 
     def _status(self, elapsed: float) -> None:
         frames = self.episode.writer.num_frames if self.episode else 0

@@ -174,3 +174,27 @@ def test_config_validates() -> None:
         RecordConfig(fps=0)
     with pytest.raises(ValueError, match="3 different keys"):
         RecordConfig(pause_key="f9")
+
+
+def test_split_s_cuts_episodes_and_on_row_sees_every_row_as_written(tmp_path: Path) -> None:
+    # `pilot shadow` records through these two: --split-s chunks, on_row feeds its predictor
+    clock = FakeClock()
+    config = RecordConfig(out=tmp_path, fps=FPS, flush_every=10, split_s=0.5)
+    seen = []
+    source, inputs = FakeSource(clock, 40), ScriptedInput(clock, click(0.6, 200, 100))
+    profile = load_profile("arena")
+    recorder = Recorder(config, profile, source, inputs, REGION, clock=clock, on_row=seen.append)
+    recorder.run(lambda: False)
+    reports = recorder.reports
+    assert [r.frames for r in reports] == [15, 15, 10] and all(r.kept for r in reports)
+    assert [(Path(s.path), s.index) for s in seen] == [
+        (Path(r.path), i) for r in reports for i in range(r.frames)
+    ]
+    for item in seen:  # the row as stored, the frame as encoded, at the frame's time on the recorder's clock
+        stored = steps_of(item.path)[item.index]
+        assert item.row["click"] == stored["click"] and item.row["t"] == pytest.approx(stored["t"])
+        assert item.image[0, 0, 0] == (seen.index(item)) % 256
+        assert item.t == pytest.approx(1000.0 + seen.index(item) / FPS)
+    assert [s.row["click"] for s in seen].count(True) == 1
+    with pytest.raises(ValueError, match="--split-s"):
+        RecordConfig(split_s=-1)
