@@ -94,18 +94,18 @@ def record_dagger(
 
 def evaluate(
     game: str, episodes: int, seconds: float, seed: int, workers: int, size: tuple[int, int],
-    headless: bool = True, policy: Path | None = None,
+    headless: bool = True, policy: Path | None = None, baselines: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """A policy bundle ("bot", when given), the scripted pilot ("expert") and random input on the same seeds,
-    scored by the game's own score; `bot_expert_ratio` as the Arena's eval reports it."""
+    """A policy bundle ("bot", when given), the scripted pilot ("expert") and random input (unless not
+    `baselines`) on the same seeds, scored by the game's own score; `bot_expert_ratio` as the Arena's eval
+    reports it. `frames_per_s` is the rate the player actually saw frames at (a busy machine lowers it)."""
     adapter = adapter_for(game)
     if policy is not None:
         load_bundle_for(policy, game)  # a bad bundle, or one for another game, fails before any game starts
     seeds = list(range(seed, seed + episodes))
-    players = ([("bot", str(policy))] if policy is not None else []) + [
-        ("expert", "scripted"),
-        ("random", "random"),
-    ]
+    players = [("bot", str(policy))] if policy is not None else []
+    if baselines or policy is None:
+        players += [("expert", "scripted"), ("random", "random")]
     policies: dict[str, Any] = {}
     for name, pilot in players:
         job = dict(
@@ -115,21 +115,30 @@ def evaluate(
             seeds, _play_in_worker, workers=workers, init=_init_worker, init_args=(job,), fresh=True,
             episode=lambda s, n=name: f"{game} {n} seed {s}",
         )  # fmt: skip
-        policies[name] = {**adapter.summarise(results), "episodes": results}
+        policies[name] = {**adapter.summarise(results), **frame_rate(results), "episodes": results}
     ratio = None
-    if "bot" in policies and policies["expert"]["score_per_min_mean"] > 0:
+    if "bot" in policies and "expert" in policies and policies["expert"]["score_per_min_mean"] > 0:
         ratio = policies["bot"]["score_per_min_mean"] / policies["expert"]["score_per_min_mean"]
     return {"game": game, "seeds": seeds, "seconds": seconds, "policies": policies, "bot_expert_ratio": ratio}
+
+
+def frame_rate(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and lowest frames per second over the episodes (each episode's frames / seconds)."""
+    rates = [r["frames"] / r["seconds"] for r in results if r.get("seconds")]
+    if not rates:
+        return {}
+    return {"frames_per_s_mean": sum(rates) / len(rates), "frames_per_s_min": min(rates)}
 
 
 def tables(result: dict[str, Any]) -> str:
     seeds = result["seeds"]
     rows = [f"{result['game']}: {len(seeds)} seed(s) from {seeds[0]}, {result['seconds']:.0f} s each"]
-    rows.append(f"{'policy':8} {'score/min':>10} {'+-':>7} {'kills/min':>10} {'deaths/min':>11}")
+    rows.append(f"{'policy':8} {'score/min':>10} {'+-':>7} {'kills/min':>10} {'deaths/min':>11} {'fps':>6}")
     for name, stats in result["policies"].items():
         rows.append(
             f"{name:8} {stats['score_per_min_mean']:10.1f} {stats['score_per_min_std']:7.1f} "
-            f"{stats['kills_per_min']:10.2f} {stats['deaths_per_min']:11.2f}"
+            f"{stats['kills_per_min']:10.2f} {stats['deaths_per_min']:11.2f} "
+            f"{stats.get('frames_per_s_mean', float('nan')):6.1f}"
         )
     if result["bot_expert_ratio"] is not None:
         rows.append(f"bot / expert score: {result['bot_expert_ratio']:.3f}")

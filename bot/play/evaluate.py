@@ -460,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             (cfg.width, cfg.height),
             cfg.headless,
             cfg.policy,
+            cfg.baselines,
         )
         print(json.dumps(result, indent=2, allow_nan=False) if cfg.json else adapter_runs.tables(result))
         return 0
