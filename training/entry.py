@@ -92,6 +92,13 @@ def policy_main(argv: list[str] | None = None) -> int:
     return _main(PolicyRun, run_policy, argv, "pilot train policy", None)
 
 
+def rl_main(argv: list[str] | None = None) -> int:
+    """`pilot train rl`: PPO fine-tuning of a bundle in the Arena (training/rl/run.py)."""
+    from training.rl.run import main as rl
+
+    return rl(argv)
+
+
 def detector_main(argv: list[str] | None = None) -> int:
     from training.detector import main as detector
 
@@ -104,12 +111,13 @@ COMMANDS = {
     "executor": executor_main,
     "policy": policy_main,
     "detector": detector_main,
+    "rl": rl_main,
 }
 USAGE = "usage: pilot train {" + ",".join(COMMANDS) + "} [--help] [flags]"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`pilot train <strategist|tactician|executor|policy|detector> ...`: run that entry point."""
+    """`pilot train <strategist|tactician|executor|policy|detector|rl> ...`: run that entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(f"{USAGE}\n\n{__doc__}")
