@@ -407,9 +407,15 @@ class Executor(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, out: ExecutorOutput, sample: bool = False, generator: torch.Generator | None = None
+        self,
+        out: ExecutorOutput,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        held_threshold: Tensor | None = None,
     ) -> ExecutorAction:
-        """Outputs -> an action: the most likely (or a sampled) mouse cell, click, key and held keys."""
+        """Outputs -> an action: the most likely (or a sampled) mouse cell, click, key and held keys.
+        `held_threshold` (n_held,) holds key k when its logit exceeds entry k (default 0: probability 0.5);
+        a bundle stores thresholds calibrated per key (training/calibrate.py)."""
         held = None
         if sample:
             cell = _sample(out.mouse_logits, generator)
@@ -419,7 +425,8 @@ class Executor(nn.Module):
                 held = torch.bernoulli(out.held_logits.sigmoid(), generator=generator).bool()
         else:
             cell, click, key = out.mouse_logits.argmax(-1), out.click_logit > 0, out.key_logits.argmax(-1)
-            held = out.held_logits > 0 if out.held_logits is not None else None
+            if out.held_logits is not None:
+                held = out.held_logits > (0.0 if held_threshold is None else held_threshold)
         return ExecutorAction(out.mouse_position(cell, self.mouse), click, key, held)
 
     def loss(

@@ -99,6 +99,13 @@ def rl_main(argv: list[str] | None = None) -> int:
     return rl(argv)
 
 
+def calibrate_main(argv: list[str] | None = None) -> int:
+    """`pilot train calibrate`: a bundle's held-key thresholds fitted on held-out episodes (calibrate.py)."""
+    from training.calibrate import main as calibrate
+
+    return calibrate(argv)
+
+
 def detector_main(argv: list[str] | None = None) -> int:
     from training.detector import main as detector
 
@@ -112,12 +119,13 @@ COMMANDS = {
     "policy": policy_main,
     "detector": detector_main,
     "rl": rl_main,
+    "calibrate": calibrate_main,
 }
 USAGE = "usage: pilot train {" + ",".join(COMMANDS) + "} [--help] [flags]"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`pilot train <strategist|tactician|executor|policy|detector|rl> ...`: run that entry point."""
+    """`pilot train <model or step> ...` (one of COMMANDS): run that entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(f"{USAGE}\n\n{__doc__}")

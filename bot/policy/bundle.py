@@ -4,7 +4,8 @@ bundle.json and that the three models fit each other, the observation spec and t
 
     <bundle>/bundle.json  {"format": "orbit-pilot-policy", "format_version": 2, "profile", "obs_spec",
                            "modes", "detector": {"path", "copied"}, "models": {name: folder},
-                           "inference": {"tactician_hz", "snap_boxes"}, "metrics", "data", "versions"
+                           "inference": {"tactician_hz", "snap_boxes"[, "held_thresholds"]}, "metrics",
+                           "data", "versions" [, "calibration": `pilot train calibrate`'s fit]
                            [, "runtime": "onnx", "export": {...}] (`pilot export`: bot/policy/onnx_export.py)}
     <bundle>/strategist/, tactician/, executor/   models.io folders: config.json + safetensors (or model.onnx)
     <bundle>/detector/                            the detector, when copied
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from models.executor import Executor
 from models.io import load_model
 from models.strategist import Strategist
 from models.tactician import Tactician
-from validation import ConfigError, check_float
+from validation import ConfigError, check_float, fail
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,23 @@ class InferenceSettings:
 
     tactician_hz: float  # Tactician decisions per second of game time: the rate the Executor trained under
     snap_boxes: float  # aim at a chosen enemy's or loot's centre within this many box sizes of it (0 = off)
+    # hold key bit k when its probability exceeds entry k; [] = 0.5 each. Absent in bundles written before
+    # it; `pilot train calibrate` fits them on held-out episodes (training/calibrate.py)
+    held_thresholds: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_float(self, "tactician_hz", 0.0, low_open=True)
         check_float(self, "snap_boxes", 0.0)
+        values = self.held_thresholds
+        expected = "a list of probabilities in (0, 1), one per held key"
+        if not isinstance(values, list | tuple):
+            raise fail(self, "held_thresholds", expected, values)
+        for p in values:
+            if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 < p < 1.0:
+                raise fail(self, "held_thresholds", expected, values)
+        self.held_thresholds = [float(p) for p in values]
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -69,7 +81,8 @@ class InferenceSettings:
             raise PolicyError(f"{where}: expected an object {{{', '.join(names)}}}, got {section!r}")
         if unknown := sorted(set(section) - set(names)):
             raise PolicyError(f"{where}: expected the fields {names}, got unknown {unknown}")
-        if missing := [name for name in names if name not in section]:
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        if missing := [name for name in required if name not in section]:
             raise PolicyError(f"{where}.{missing[0]}: missing")
         try:
             return cls(**section)
@@ -220,6 +233,12 @@ class PolicyBundle:
         _check_fit(path, models, profile, modes)
         inference = bundle_inference(data, path)
         strategist, tactician, executor = (models[n] for n in STAGES)
+        n_held = executor.config.n_held
+        if inference.held_thresholds and len(inference.held_thresholds) != n_held:
+            raise PolicyError(
+                f"{path}: inference.held_thresholds: expected {n_held} (the Executor's held keys), "
+                f"got {len(inference.held_thresholds)}"
+            )
         detector = _detector_path(folder, data)
         bundle = cls(folder, profile, list(modes), strategist, tactician, executor, detector, inference, data)
         log.info(

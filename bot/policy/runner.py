@@ -84,6 +84,14 @@ def _row(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)  # (1, ...)
 
 
+def held_logit_thresholds(probabilities: list[float]) -> torch.Tensor | None:
+    """A bundle's held-key probability thresholds as logits (None: the default, 0.5 each)."""
+    if not probabilities:
+        return None
+    p = torch.tensor(probabilities, dtype=torch.float32)
+    return torch.log(p) - torch.log1p(-p)
+
+
 class PolicyRunner:
     """Steps the bundle's Strategist, Tactician and Executor on a stream of PerceptionSteps (see above).
 
@@ -117,6 +125,8 @@ class PolicyRunner:
         self.period = 1.0 / float(tactician_hz)
         self.frame_period = 1.0 / float(bundle.profile.fps)  # the Executor's step in training
         self.generator = torch.Generator().manual_seed(seed)
+        self.held_threshold = held_logit_thresholds(bundle.inference.held_thresholds)
+        self.held_logits: torch.Tensor | None = None  # the last step's (1, n_held), for calibration
         self.reset()
 
     def reset(self) -> None:
@@ -210,7 +220,8 @@ class PolicyRunner:
             for _ in range(frames - 1):
                 _, self._state = executor.step(missed, goal, target_in, approach, self._state)
         out, self._state = executor.step(glob, goal, target_in, approach, self._state)
-        action = executor.decode(out, sample=self.sample, generator=self.generator)
+        action = executor.decode(out, self.sample, self.generator, self.held_threshold)
+        self.held_logits = out.held_logits
         self.calls["executor"] += 1
         self.executor_steps += frames
         x, y = snap_to_target(tuple(action.mouse[0].tolist()), target, self.snap)

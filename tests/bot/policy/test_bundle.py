@@ -139,7 +139,17 @@ def test_version_1_bundles_run_as_they_always_did(bundle_dir: Path) -> None:
     ("version", "inference", "error"),
     [
         (2, None, r"inference: missing"),
-        (2, 10.0, r"inference: expected an object \{tactician_hz, snap_boxes\}, got 10.0"),
+        (2, 10.0, r"inference: expected an object \{tactician_hz, snap_boxes, held_thresholds\}, got 10.0"),
+        (
+            2,
+            {"tactician_hz": 10, "snap_boxes": 40, "held_thresholds": [0.3, 1.0]},
+            r"inference: InferenceSettings.held_thresholds: expected a list of probabilities in \(0, 1\)",
+        ),
+        (
+            2,
+            {"tactician_hz": 10, "snap_boxes": 40, "held_thresholds": "low"},
+            r"inference: InferenceSettings.held_thresholds: expected a list.*got 'low'",
+        ),
         (2, {"tactician_hz": 0, "snap_boxes": 40}, r"inference: InferenceSettings.tactician_hz: expected"),
         (
             2,
