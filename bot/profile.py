@@ -269,6 +269,9 @@ class GameProfile:
     # the game's score: points per counted event (e.g. {kill: 100, damage: 1, death: -200}); empty = the game
     # keeps its own score (the Arena's credits)
     score: dict[str, float] = field(default_factory=dict)
+    # False: the game is played without the mouse buttons, so no decision clicks (Naev: a click on the
+    # targeted ship hails it, and the dialog pauses the game)
+    clicks: bool = True
     version: int = PROFILE_VERSION  # profile file format version
     path: Path | None = None
 
@@ -286,6 +289,8 @@ class GameProfile:
         }
         if bad or not isinstance(self.score, dict):
             raise ValueError(f"score: expected {{event: points}} with numbers, got {self.score!r}")
+        if not isinstance(self.clicks, bool):
+            raise ValueError(f"clicks: expected true or false, got {self.clicks!r}")
         _check_unique("classes", [c.name for c in self.classes])
         if not self.keys or self.keys[0].name != "none":
             raise ValueError(f"keys: expected a list starting with 'none', got {[k.name for k in self.keys]}")

@@ -225,7 +225,8 @@ class PolicyRunner:
         self.calls["executor"] += 1
         self.executor_steps += frames
         x, y = snap_to_target(tuple(action.mouse[0].tolist()), target, self.snap)
-        return (x, y), bool(action.click[0]), int(action.key[0]), held_mask(action.held)
+        click = bool(action.click[0]) and self.bundle.profile.clicks  # a game without mouse buttons: never
+        return (x, y), click, int(action.key[0]), held_mask(action.held)
 
 
 __all__ = ["Decision", "PolicyRunner", "snap_to_target", "target_row"]

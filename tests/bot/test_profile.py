@@ -79,6 +79,7 @@ def _write(tmp_path: Path, mutate) -> Path:
         (lambda d: d["keys"][1].update(hold="yes"), "keys[1].hold: expected true or false"),
         (lambda d: d["keys"][0].update(hold=True), "keys[0].hold: expected true or false (never for 'none')"),
         (lambda d: d.update(score={"kill": "many"}), "score: expected {event: points} with numbers"),
+        (lambda d: d.update(clicks="no"), "clicks: expected true or false, got 'no'"),
     ],
 )
 def test_bad_profiles_name_file_and_field(tmp_path: Path, mutate, message: str) -> None:

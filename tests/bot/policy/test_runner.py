@@ -231,3 +231,19 @@ def test_snap_aims_at_a_chosen_enemy_or_loot_only_when_the_point_is_near_it() ->
     # and snapping there put every click on the ship itself
     assert snap_to_target((0.52, 0.43), target("is_portal"), 2.0) == pytest.approx((0.52, 0.43))
     assert snap_to_target((0.52, 0.43), target("is_neutral"), 2.0) == pytest.approx((0.52, 0.43))
+
+
+def test_a_game_without_mouse_buttons_never_gets_a_click(
+    perceived: Path, tiny_bundle, tmp_path: Path
+) -> None:
+    """Naev's profile says `clicks: false` (a click hails the targeted ship and pauses the game): however sure
+    the Executor's click head is, the runner clicks there and only there."""
+    clicked = {}
+    for game in ("arena", "naev"):
+        bundle = PolicyBundle.load(tiny_bundle(tmp_path / game, game=game))
+        with torch.no_grad():
+            bundle.executor.click.bias.fill_(50.0)  # p(click) ~ 1 on every frame
+        runner = PolicyRunner(bundle)
+        episode = load_perception(find_episodes(perceived)[0])
+        clicked[game] = sum(runner.act(step).click for step in replay(episode))
+    assert clicked["arena"] > 100 and clicked["naev"] == 0, clicked
