@@ -25,12 +25,12 @@ import torch
 
 from bot.errors import PilotError, PolicyError
 from bot.logs import setup_logging
-from bot.perception.pipeline import PerceptionStep
-from bot.policy.bundle import BUNDLE_FILE, PolicyBundle, read_bundle_json, write_bundle_json
+from bot.policy.bundle import PolicyBundle, write_bundle_json
 from bot.policy.runner import PolicyRunner
 from bot.recordings.episode import find_episodes, open_episode
 from bot.recordings.perceived import load_perception
 from models.executor import held_bits
+from training.metrics import binary_f1
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,9 @@ def replay_held(bundle: PolicyBundle, episode: Path) -> tuple[np.ndarray, np.nda
         raise PolicyError(
             f"{episode}: perception covers frame {int(frames.max())}, steps end at {len(held_column)}"
         )
-    # a summary reaches the live runner with the first frame after the second it closes
-    delivered = {int(end) + 1: i for i, end in enumerate(perceived["summary_end"])}
     runner = PolicyRunner(bundle)
     probabilities = []
-    for row in range(len(perceived)):
-        summary = perceived["summary"][delivered[row]] if row in delivered else None
-        # the runner reads only obs and summary; tracks, HUD and detections are the recorder's
-        step = PerceptionStep(perceived.observation(row), None, None, None, summary)  # type: ignore[arg-type]
+    for step in perceived.replay():
         runner.act(step)
         assert runner.held_logits is not None
         probabilities.append(torch.sigmoid(runner.held_logits[0]).numpy())
@@ -65,9 +60,7 @@ def replay_held(bundle: PolicyBundle, episode: Path) -> tuple[np.ndarray, np.nda
 
 
 def f1(pred: np.ndarray, true: np.ndarray) -> float:
-    tp = int((pred & true).sum())
-    wrong = int((pred ^ true).sum())
-    return 2 * tp / (2 * tp + wrong) if (2 * tp + wrong) else float("nan")
+    return binary_f1(torch.from_numpy(pred), torch.from_numpy(true))
 
 
 def fit_thresholds(p: np.ndarray, true: np.ndarray) -> tuple[list[float], list[dict[str, Any]]]:
@@ -119,10 +112,8 @@ def calibrate(policy: Path, data: Path, dry_run: bool = False) -> dict[str, Any]
         "held_thresholds": thresholds,
     }
     if not dry_run:
-        path = policy / BUNDLE_FILE
-        content = read_bundle_json(path)
         inference = replace(bundle.inference, held_thresholds=thresholds)
-        write_bundle_json(policy, {**content, "calibration": fit}, inference)
+        path = write_bundle_json(policy, {**bundle.meta, "calibration": fit}, inference)
         log.info("held-key thresholds %s saved in %s", thresholds, path)
     return fit
 

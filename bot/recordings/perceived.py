@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -92,6 +93,16 @@ class PerceivedEpisode:
         offset 0 gives the stored arrays. Other offsets are the same play cut into seconds elsewhere (the
         phase a live run starts at is arbitrary), which the Strategist trains on (`StrategistRun.phases`)."""
         return summarize([self.observation(r, offset_s) for r in range(len(self))], self.class_threats)
+
+    def replay(self) -> Iterator[PerceptionStep]:
+        """The PerceptionSteps live perception produced for this episode, as far as a policy reads them
+        (obs and summary; no tracks, HUD or detections): a second's summary arrives on the first frame of
+        the next second (the final, flushed one never does)."""
+        arrives = {int(end) + 1: k for k, end in enumerate(self.arrays["summary_end"])}
+        for row in range(len(self)):
+            k = arrives.get(row)
+            summary = None if k is None else self.arrays["summary"][k]
+            yield PerceptionStep(self.observation(row), None, None, None, summary)  # type: ignore[arg-type]
 
     @cached_property
     def class_threats(self) -> tuple[float, ...]:

@@ -16,6 +16,7 @@ import torch
 from bot.errors import PolicyError
 from bot.policy.bundle import BUNDLE_FILE, PolicyBundle
 from bot.policy.runner import PolicyRunner, held_logit_thresholds
+from bot.recordings.perceived import load_perception
 from training.calibrate import calibrate, fit_thresholds, main, replay_held
 
 
@@ -54,7 +55,7 @@ def test_the_runner_holds_a_key_above_the_bundles_threshold(
     for threshold, expect_all in ((low, True), (high, False)):
         bundle.inference.held_thresholds = [threshold] * n_held
         runner = PolicyRunner(bundle)
-        held = _replay_masks(runner, bundle, episode)
+        held = _replay_masks(runner, episode)
         full = (1 << n_held) - 1
         assert all(mask == (full if expect_all else 0) for mask in held), threshold
     logits = held_logit_thresholds([0.5, 0.25])
@@ -109,16 +110,6 @@ def _with_held(perceived: Path, data: Path) -> list[Path]:
     return sorted(p.parent for p in data.glob("*/steps.parquet"))
 
 
-def _replay_masks(runner: PolicyRunner, bundle: PolicyBundle, episode: Path) -> list[int]:
-    """The held masks the runner decides over the episode's stored perception (as replay_held steps it)."""
-    from bot.perception.pipeline import PerceptionStep
-    from bot.recordings.perceived import load_perception
-
-    perceived = load_perception(episode)
-    delivered = {int(end) + 1: i for i, end in enumerate(perceived["summary_end"])}
-    masks = []
-    for row in range(len(perceived)):
-        summary = perceived["summary"][delivered[row]] if row in delivered else None
-        step = PerceptionStep(perceived.observation(row), None, None, None, summary)  # type: ignore[arg-type]
-        masks.append(runner.act(step).held)
-    return masks
+def _replay_masks(runner: PolicyRunner, episode: Path) -> list[int]:
+    """The held masks the runner decides over the episode's stored perception."""
+    return [runner.act(step).held for step in load_perception(episode).replay()]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,10 @@ from bot.perception.state import GLOB, OBS_SPEC, Observation
 from bot.policy.bundle import PolicyBundle
 from bot.policy.runner import MAX_CATCH_UP, Decision, PolicyRunner
 from bot.recordings.episode import find_episodes
-from bot.recordings.perceived import PerceivedEpisode, load_perception
+from bot.recordings.perceived import load_perception
 from models.tactician import TacticianOutput
 
 F_OBJ, F_GLOB, N_MAX = len(OBS_SPEC.obj_features), len(OBS_SPEC.glob_features), OBS_SPEC.n_max
-
-
-def replay(p: PerceivedEpisode) -> Iterator[PerceptionStep]:
-    """The PerceptionSteps live perception produced for a stored episode: a second's summary arrives on the
-    first frame of the next second (the final, flushed one never does)."""
-    arrives = {int(end) + 1: k for k, end in enumerate(p["summary_end"])}
-    for r in range(len(p)):
-        k = arrives.get(r)
-        summary = None if k is None else p["summary"][k]
-        yield PerceptionStep(p.observation(r), None, None, None, summary)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -66,7 +55,7 @@ def test_runner_reproduces_the_offline_pipeline(
         return step_executor(frame, goal, target, approach, state)
 
     bundle.executor.step = spy
-    decisions = [runner.act(step) for step in replay(load_perception(path))]
+    decisions = [runner.act(step) for step in load_perception(path).replay()]
     for name in seen:
         np.testing.assert_allclose(np.stack(seen[name]), ep.extra[name], atol=1e-5, err_msg=name)
     mouse = np.array([d.mouse for d in decisions])
@@ -80,7 +69,7 @@ def test_rates_and_modes(perceived: Path, bundle_dir: Path) -> None:
     bundle = PolicyBundle.load(bundle_dir)
     p = load_perception(find_episodes(perceived)[0])
     runner = PolicyRunner(bundle, tactician_hz=10.0)
-    steps = list(replay(p))
+    steps = list(p.replay())
     decisions = [runner.act(step) for step in steps]
     first = next(i for i, s in enumerate(steps) if s.summary is not None)
     assert all(d.mode == "" for d in decisions[:first]) and decisions[first].mode in bundle.modes
@@ -181,7 +170,7 @@ def test_a_loop_that_falls_behind_still_steps_the_executor_once_a_frame(bundle_d
 
 def test_decision_action_and_sampling(perceived: Path, bundle_dir: Path) -> None:
     bundle = PolicyBundle.load(bundle_dir)
-    steps = list(replay(load_perception(find_episodes(perceived)[1])))[:60]
+    steps = list(load_perception(find_episodes(perceived)[1]).replay())[:60]
     runs = []
     for _ in range(2):
         runner = PolicyRunner(bundle, sample=True, seed=3)
@@ -202,7 +191,7 @@ def test_bad_tactician_hz(bundle_dir: Path) -> None:
 
 def test_runners_sharing_a_bundle_keep_their_own_state(perceived: Path, bundle_dir: Path) -> None:
     bundle = PolicyBundle.load(bundle_dir)
-    a_steps, b_steps = (list(replay(load_perception(p)))[:45] for p in find_episodes(perceived)[:2])
+    a_steps, b_steps = (list(load_perception(p).replay())[:45] for p in find_episodes(perceived)[:2])
     alone = []
     for steps in (a_steps, b_steps):
         runner = PolicyRunner(bundle)
@@ -245,5 +234,5 @@ def test_a_game_without_mouse_buttons_never_gets_a_click(
             bundle.executor.click.bias.fill_(50.0)  # p(click) ~ 1 on every frame
         runner = PolicyRunner(bundle)
         episode = load_perception(find_episodes(perceived)[0])
-        clicked[game] = sum(runner.act(step).click for step in replay(episode))
+        clicked[game] = sum(runner.act(step).click for step in episode.replay())
     assert clicked["arena"] > 100 and clicked["naev"] == 0, clicked
