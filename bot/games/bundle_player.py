@@ -8,22 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.errors import PolicyError
 from bot.games.player import PilotDecision
 from bot.perception.pipeline import Perception
-from bot.policy.bundle import PolicyBundle
+from bot.policy.bundle import load_bundle_for
 from bot.policy.runner import PolicyRunner
-
-
-def load_bundle_for(folder: Path, game: str) -> PolicyBundle:
-    """The bundle in `folder`; PolicyError (a PilotError) when it is made for another game."""
-    bundle = PolicyBundle.load(folder)
-    if bundle.profile.name != game:
-        raise PolicyError(
-            f"{folder}: a bundle for {bundle.profile.name!r} cannot play {game!r} "
-            f"(train one on {game} recordings)"
-        )
-    return bundle
 
 
 class BundlePlayer:

@@ -15,8 +15,8 @@ from typing import Any
 
 from bot.errors import EpisodeError
 from bot.games import adapter_for
-from bot.games.bundle_player import load_bundle_for
 from bot.play.workers import play_seeds
+from bot.policy.bundle import load_bundle_for
 from bot.recordings.episode import open_episode
 
 log = logging.getLogger(__name__)

@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 def _demo_adapter_game(cfg: DemoConfig) -> int:
     """Live play with the overlay video, then the bot / scripted pilot / random table on unseen seeds."""
     from bot.games import adapter_for
-    from bot.games.bundle_player import load_bundle_for
     from bot.play.adapter_runs import evaluate, tables
+    from bot.policy.bundle import load_bundle_for
 
     adapter_for(cfg.game)  # a game without an adapter is refused by name before anything starts
     load_bundle_for(cfg.policy, cfg.game)

@@ -260,6 +260,17 @@ class PolicyBundle:
         return load_detector(self.detector_path, self.profile, runtime, threads)
 
 
+def load_bundle_for(folder: Path, game: str) -> PolicyBundle:
+    """The bundle in `folder`; PolicyError (a PilotError) when it is made for another game."""
+    bundle = PolicyBundle.load(folder)
+    if bundle.profile.name != game:
+        raise PolicyError(
+            f"{folder}: a bundle for {bundle.profile.name!r} cannot play {game!r} "
+            f"(train one on {game} recordings)"
+        )
+    return bundle
+
+
 def _detector_path(folder: Path, data: dict[str, Any]) -> Path | None:
     detector = data.get("detector") or {}
     if not isinstance(detector, dict):

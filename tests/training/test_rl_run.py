@@ -131,7 +131,7 @@ def test_a_bundle_for_another_game_is_refused(
     naev = tiny_bundle(tmp_path / "naev", game="naev")
     assert run(naev, tmp_path / "B2", 1) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "a bundle for 'naev' cannot be trained in the Arena" in errors[0]
+    assert len(errors) == 1 and "a bundle for 'naev' cannot play 'arena'" in errors[0]
     assert not (tmp_path / "B2").exists()
 
 

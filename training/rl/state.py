@@ -18,7 +18,14 @@ from typing import Any
 import torch
 
 from bot.errors import PolicyError
-from bot.policy.bundle import BUNDLE_FILE, PolicyBundle, bundle_inference, read_bundle_json, write_bundle_json
+from bot.policy.bundle import (
+    BUNDLE_FILE,
+    PolicyBundle,
+    bundle_inference,
+    load_bundle_for,
+    read_bundle_json,
+    write_bundle_json,
+)
 from models.io import save_model
 from training.checkpoint import (
     TrainerState,
@@ -56,12 +63,7 @@ class RunState:
 
 def load_arena_bundle(folder: Path) -> PolicyBundle:
     """The base bundle; PolicyError when it is made for another game or exported to ONNX."""
-    bundle = PolicyBundle.load(folder)
-    if bundle.profile.name != GAME:
-        raise PolicyError(
-            f"{folder}: a bundle for {bundle.profile.name!r} cannot be trained in the Arena "
-            f"(pilot train rl plays {GAME!r} only)"
-        )
+    bundle = load_bundle_for(folder, GAME)  # pilot train rl plays the Arena only
     if bundle.meta.get("runtime", "torch") != "torch":
         raise PolicyError(f"{folder}: an exported ({bundle.meta['runtime']}) bundle; train the torch one")
     return bundle
