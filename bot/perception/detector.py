@@ -11,6 +11,7 @@ rules: docs/notes/perception.md, section bot/perception/detector.py.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -83,8 +84,12 @@ def ultralytics_offline(config_dir: Path | str | None = None) -> Path:
     config_dir = Path(config_dir).expanduser().resolve()
     if "ultralytics" not in sys.modules:
         os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
-    _install_font(config_dir / "Ultralytics")
-    if "ultralytics" in sys.modules:
+        _install_font(config_dir / "Ultralytics")
+        # its log handler binds sys.stdout when first imported (and says "Creating new Ultralytics
+        # Settings" on a fresh machine): bind it to stderr, so stdout holds only results (`--json`)
+        with contextlib.redirect_stdout(sys.stderr):
+            import ultralytics.utils  # noqa: F401
+    else:
         from ultralytics.utils import USER_CONFIG_DIR
 
         _install_font(Path(USER_CONFIG_DIR))

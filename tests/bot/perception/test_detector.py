@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def test_offline_environment(tmp_path: Path) -> None:
         assert (Path(USER_CONFIG_DIR) / "Arial.ttf").stat().st_size > 10_000
     else:
         assert (config_dir / "Ultralytics" / "Arial.ttf").stat().st_size > 10_000
+
+
+def test_ultralytics_logs_go_to_stderr_so_stdout_holds_only_results(tmp_path: Path) -> None:
+    """A fresh machine: ultralytics announces its new settings file on import; `pilot eval --json` printed
+    that before its JSON."""
+    code = (
+        "from bot.perception.detector import ultralytics_offline; ultralytics_offline();"
+        "from ultralytics.utils import LOGGER; LOGGER.info('hello from ultralytics')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_CONFIG_DIR"} | {"PILOT_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout == ""
+    assert "Creating new Ultralytics Settings" in out.stderr and "hello from ultralytics" in out.stderr
 
 
 @pytest.mark.parametrize(
