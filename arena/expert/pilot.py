@@ -9,7 +9,7 @@ from arena import spec
 from arena.expert.config import ExpertConfig
 from arena.expert.decisions import ModeSelector, TargetSelector
 from arena.expert.hand import KEY_INDEX, Cursor, Intent, Keyboard
-from arena.expert.tactics import TACTICS, Context, Memory
+from arena.expert.tactics import TACTICS, Context, Memory, Plan
 from arena.expert.view import Obj, Scene, Tracker, on_object, perceive
 
 # s that a selected NPC which left the screen is still believed where it was heading (object permanence,
@@ -55,11 +55,7 @@ class Expert:
 
     def act(self, info: dict) -> tuple[dict, dict]:
         """One frame: the action (spec.py layout) and the labels {"mode", "target_id"}."""
-        scene = perceive(info, self.cfg, self.tracker)
-        self._remember(scene)
-        mode = self.modes.update(scene)
-        target = self.targets.update(mode, scene)
-        plan = TACTICS[mode](Context(self.cfg, self.rng, self.mem, scene), target)
+        scene, mode, target, plan = self.decide(info)
         self.keyboard.retain(plan.keys)
         for key in plan.keys:
             self.keyboard.request(key, scene.time)
@@ -73,6 +69,14 @@ class Expert:
         if action["key"] == KEY_INDEX["attack"]:
             self.mem.attack_for, self.mem.attack_t = scene.selected, scene.time
         return action, {"mode": mode, "target_id": None if target is None else target.id}
+
+    def decide(self, info: dict) -> tuple[Scene, str, Obj | None, Plan]:
+        """See and decide, without the hand: the Scene, mode, target and Plan of this frame."""
+        scene = perceive(info, self.cfg, self.tracker)
+        self._remember(scene)
+        mode = self.modes.update(scene)
+        target = self.targets.update(mode, scene)
+        return scene, mode, target, TACTICS[mode](Context(self.cfg, self.rng, self.mem, scene), target)
 
     def _remember(self, scene: Scene) -> None:
         """Update the memory; put the selected NPC back in the scene if it left the screen a moment ago."""
