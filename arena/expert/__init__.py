@@ -3,7 +3,8 @@
     info ─view─▶ Scene ─decisions─▶ mode, target ─tactics─▶ Plan (Intent + keys) ─hand─▶ mouse, click, key
 
 config: ExpertConfig; view: what it sees; decisions: mode and target with hysteresis; tactics: one plan per
-mode; hand: cursor and keyboard timing; pilot: Expert, the frame loop. Design notes: docs/notes/arena.md.
+mode; hand: cursor and keyboard timing; pilot: Expert, the frame loop; labeller: StateLabeller, the plan's
+answer on states another player steers (DAgger labels). Design notes: docs/notes/arena.md.
 """
 
 from __future__ import annotations

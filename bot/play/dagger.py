@@ -98,13 +98,16 @@ class DaggerTap:
 
     def __init__(self, directory: Path, cfg: DaggerConfig, seed: int, player: BotPlayer) -> None:
         from arena import spec
-        from arena.expert import Expert, ExpertConfig
+        from arena.expert import ExpertConfig
+        from arena.expert.labeller import StateLabeller
 
         view = arena_config(cfg.eval_config())
         skill = episode_skill(cfg, seed)  # the draw `pilot demos` makes (reads skill_min / skill_max)
-        self.expert = Expert(ExpertConfig.matching(view, skill=skill, seed=seed))  # reset with `seed`
+        self.labeller = StateLabeller(ExpertConfig.matching(view, skill=skill, seed=seed))  # seeded
         self.directory, self.player, self.cfg = directory, player, cfg
-        dagger = {"labels": "expert", "expert": asdict(self.expert.cfg), "snap": player.runner.snap}
+        expert = asdict(self.labeller.expert.cfg)
+        # "plan": the expert_* columns are its plan's answer to the state (arena/expert/labeller.py)
+        dagger = {"labels": "expert", "actions": "plan", "expert": expert, "snap": player.runner.snap}
         meta = EpisodeMeta(
             game="arena", source="bot", fps=cfg.fps, width=cfg.width, height=cfg.height,
             keys=list(spec.KEYS), modes=list(spec.MODES), classes=list(spec.CLASSES), seed=seed,
@@ -119,7 +122,8 @@ class DaggerTap:
         self.perception = PerceptionRecorder()
 
     def on_frame(self, frame: Any, info: dict, step: Any, action: dict) -> None:
-        expert_action, labels = self.expert.act(info)
+        expert_action, labels = self.labeller.label(info)
+        self.labeller.observe(action)  # what reached the game: the memory its next answers read
         index = self.writer.append(frame.image, arena_step_row(action, info) | expert_columns(expert_action))
         self.writer.add_label("expert", index, labels["mode"], labels["target_id"])
         self.perception.add(index, step)

@@ -36,6 +36,7 @@ def test_episode_holds_the_bots_play_the_experts_labels_and_its_perception(recor
     episode = open_episode(folder)
     assert episode.meta.complete and episode.meta.source == "bot" and episode.meta.seed == 7
     assert episode.meta.extra["dagger"]["labels"] == "expert"
+    assert episode.meta.extra["dagger"]["actions"] == "plan"  # arena/expert/labeller.py, not its hand
     steps = episode.steps()
     assert steps.num_rows == episode.meta.frames == 61  # 2 s at 30 fps + the reset frame
     assert set(dagger.EXPERT_COLUMNS) <= set(steps.column_names)
