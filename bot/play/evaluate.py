@@ -8,12 +8,14 @@ Examples:
     pilot eval --policy data/policies/dev --episodes 4 --seconds 60 --workers 2 --json
     pilot eval --policy data/policies/dev --episodes 1 --seconds 30 --overlay /tmp/eval.mp4
     pilot eval --policy data/policies/dev --width 640 --height 360 --zoom 0.5 --no-baselines
+    pilot eval --policy data/policies/new --against data/pretrained/arena --episodes 48 --seed 9000
     pilot eval --game naev --episodes 10 --seconds 60 --seed 100 --json   # scripted pilot vs random in Naev
     pilot eval --game naev --policy data/policies/naev --episodes 10 --seconds 60 --seed 100
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -65,6 +67,8 @@ class EvalConfig:
     # how decisions reach the game: "humanised" = pilot run's input driver (paths, click on arrival, key
     # repeat filter) ticked in game time; "direct" = the decision is the frame's action as is
     hand: Literal["humanised", "direct"] = "humanised"
+    # a second bundle played on the same seeds: the paired difference policy - against, with its 95 % interval
+    against: Path | None = None
 
     def __post_init__(self) -> None:
         if self.policy in (None, ""):
@@ -73,6 +77,9 @@ class EvalConfig:
             self.policy = None
         else:
             self.policy = Path(self.policy)
+        self.against = None if self.against in (None, "") else Path(self.against)
+        if self.against is not None and (self.game != "arena" or self.episodes < 2):
+            raise ValueError("--against: expected the Arena and --episodes >= 2 (a paired comparison)")
         self.overlay = None if self.overlay in (None, "") else Path(self.overlay)
         for name in ("episodes", "workers", "width", "height", "fps"):
             if getattr(self, name) < 1:
@@ -438,12 +445,33 @@ def warn_training_seeds(bundle: PolicyBundle, seeds: list[int]) -> None:
 
 
 def run(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
-    """Play the bot (and the baselines); returns the JSON report and its text tables."""
+    """Play the bot (and the baselines, and --against); returns the JSON report and its text tables."""
     warn_training_seeds(PolicyBundle.load(cfg.policy), cfg.seeds)  # a bad bundle fails here, before any play
+    if cfg.against is not None:
+        warn_training_seeds(PolicyBundle.load(cfg.against), cfg.seeds)
     bot = play_bot(cfg)
+    other = play_bot(dataclasses.replace(cfg, policy=cfg.against, overlay=None)) if cfg.against else None
     baselines = play_baselines(cfg) if cfg.baselines else {}
     result = report(cfg, bot, baselines)
-    return result, tables(cfg, result, bot, baselines)
+    text = tables(cfg, result, bot, baselines)
+    if other is not None:
+        result["against"], line = against_report(cfg, bot, other)
+        text += "\n\n" + line
+    return result, text
+
+
+def against_report(cfg: EvalConfig, bot: list[dict], other: list[dict]) -> tuple[dict[str, Any], str]:
+    """--against: the other bundle's numbers and the paired credit difference, as JSON and a text line."""
+    from bot.play.paired import paired_difference, paired_line
+
+    def by_seed(episodes: list[dict], name: str) -> list[float]:
+        return [e["score"][name] for e in sorted(episodes, key=lambda e: e["seed"])]
+
+    paired = paired_difference(by_seed(bot, "credits"), by_seed(other, "credits"))
+    deaths = paired_difference(by_seed(bot, "deaths"), by_seed(other, "deaths"))
+    result = {"policy": str(cfg.against), **policy_stats(other)}
+    result |= {"paired_credits": paired, "paired_deaths": deaths}
+    return result, paired_line(str(cfg.policy), str(cfg.against), paired)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,3 +139,21 @@ def test_warns_about_training_seeds(tmp_path: Path, tiny_bundle, caplog: pytest.
     assert not caplog.records
     warn_training_seeds(bundle, [1000, 1001])
     assert "[1001] were training episodes" in caplog.text
+
+
+def test_against_plays_both_bundles_on_the_same_seeds(tmp_path: Path, tiny_bundle, blind, capsys) -> None:
+    ours, theirs = tiny_bundle(tmp_path / "ours"), tiny_bundle(tmp_path / "theirs", seed=1)
+    args = ["--policy", str(ours), "--against", str(theirs), "--episodes", "3", "--no-baselines"]
+    assert main([*args, *SMALL, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    other = result["against"]
+    assert other["policy"] == str(theirs) and [e["seed"] for e in other["episodes"]] == [1000, 1001, 1002]
+    pairs = zip(result["policies"]["bot"]["episodes"], other["episodes"])
+    diffs = [a["credits"] - b["credits"] for a, b in pairs]
+    paired = other["paired_credits"]
+    assert paired["n"] == 3 and paired["diff_mean"] == pytest.approx(np.mean(diffs))
+    assert paired["wins"] + paired["ties"] + paired["losses"] == 3
+    assert main([*args, *SMALL]) == 0
+    assert f"{ours} - {theirs}: " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--against: expected the Arena and --episodes >= 2"):
+        EvalConfig(policy=ours, against=theirs, episodes=1)
