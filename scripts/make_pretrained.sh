@@ -5,6 +5,8 @@
 #       ─▶ perception of every episode (pilot perceive) ─▶ pilot train policy (training/configs/arena_policy.yaml)
 #       ─▶ DAgger: that policy plays, the expert labels every frame (pilot dagger) ─▶ pilot train policy again,
 #          the Strategist on demos + DAgger episodes (training/policy.py extra_data_models)
+#          (the shipped bundle's DAgger episodes were labelled by the expert's hand, session 4; pilot dagger now
+#          labels with its plan, arena/expert/labeller.py: the same mode labels, a new Executor label)
 #       ─▶ the bundle without its runs/ copied into data/pretrained/arena
 #
 # Usage (from anywhere; every setting is an environment variable with the default shown):

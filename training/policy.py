@@ -57,8 +57,8 @@ class PolicyRun:
 
     data: DataConfig = field(default_factory=DataConfig)  # used by all three (their own `data` is ignored)
     # the models that also train on data.extra_data (DAgger episodes): the expert's modes on the bot's states
-    # are sound labels, its clicks and keys there are not (bot/play/dagger.py), so by default the
-    # Strategist only
+    # are sound labels; its plan's clicks and keys there (arena/expert/labeller.py) did not make a better
+    # Executor in the Arena (docs/notes/play.md, bot/play/dagger.py), so by default the Strategist only
     extra_data_models: tuple[str, ...] = ("strategist",)
     out: Path = Path("data/policies/arena")  # bundle folder
     detector: Path | None = None  # detector folder or file the bundle references (or copies)
