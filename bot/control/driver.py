@@ -42,6 +42,11 @@ def check_region(region: Sequence[int]) -> Region:
     return tuple(int(v) for v in region)  # type: ignore[return-value]
 
 
+def click_radius(size: Sequence[float], region_size: Sequence[float]) -> float:
+    """Px from its centre to the nearer edge of a clicked object of `size` (w, h region fractions)."""
+    return 0.5 * min(float(size[0]) * region_size[0], float(size[1]) * region_size[1])
+
+
 @dataclass
 class InputStats:
     """What the driver did (counters since it was built)."""
@@ -72,6 +77,7 @@ class InputStats:
 class _Click:
     point: np.ndarray  # (2,) screen px, inside the region
     deadline: float  # s, driver clock
+    radius: float = 0.0  # px, the click lands on what it is aimed at this close to the point (0 = arrive_px)
 
 
 class _Mailbox:
@@ -144,9 +150,20 @@ class InputDriver:
         return self._killed
 
     def submit(
-        self, x: float, y: float, click: bool = False, key: str | None = None, frame_t: float | None = None
+        self,
+        x: float,
+        y: float,
+        click: bool = False,
+        key: str | None = None,
+        frame_t: float | None = None,
+        click_radius: float = 0.0,
     ) -> None:
-        """The newest target (screen px), a click request at it, a key tap; never blocks on input."""
+        """The newest target (screen px), a click request at it, a key tap; never blocks on input.
+
+        `click_radius` (px): the click is aimed at an object whose box reaches this far from the point (half
+        its smaller side), so it may go once the cursor is well inside it (0.6 of that), as a person clicks
+        a moving ship; 0 = a place, clicked within `arrive_px`.
+        """
         if self._killed or self._paused or self.error is not None:
             return
         point, clamped = self._clamp(np.array([x, y], float))
@@ -161,7 +178,8 @@ class InputDriver:
                     self.stats.blocked_clicks += 1
                     log.debug("click at %s blocked: on a no-click panel", point.tolist())
                 else:
-                    self._mail.click = _Click(point, now + self.cfg.click_timeout_s)
+                    deadline = now + self.cfg.click_timeout_s
+                    self._mail.click = _Click(point, deadline, max(0.0, float(click_radius)))
             if key:
                 self._request_key(key, now)
 
@@ -345,9 +363,14 @@ class InputDriver:
         self._seg = plan_movement(self.cfg, self.rng, now, pos, vel, end)
         self._seg_aim, self._last_plan = aim.copy(), now
 
-    def _arrived(self, now: float, point: np.ndarray) -> bool:
-        finished = self._seg is None or self._seg.done(now)
-        return finished and float(np.linalg.norm(self._pos - point)) <= self.cfg.arrive_px
+    def _arrived(self, now: float, click: _Click) -> bool:
+        """The cursor is on the click's point, and its movement has ended there or ends there: a path that
+        keeps re-planning towards a moving ship never ends, yet a person clicks once they are on it."""
+        tolerance = max(self.cfg.arrive_px, 0.6 * click.radius)
+        if float(np.linalg.norm(self._pos - click.point)) > tolerance:
+            return False
+        seg = self._seg
+        return seg is None or seg.done(now) or float(np.linalg.norm(seg.p1 - click.point)) <= tolerance
 
     def _maybe_click(self, now: float, click: _Click | None) -> bool:
         if click is None or self._button_up_at is not None or now < self._next_click:
@@ -356,7 +379,7 @@ class InputDriver:
             self.stats.dropped_clicks += 1
             self._take_click(click)
             return False
-        if not self._arrived(now, click.point):
+        if not self._arrived(now, click):
             return False
         self._take_click(click)
         self._backend_call(self.backend.press_button)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.control.backend import RecordingBackend
-from bot.control.driver import InputDriver, hud_no_click
+from bot.control.driver import InputDriver, click_radius, hud_no_click
 from bot.control.humanize import InputConfig
 
 
@@ -38,11 +38,15 @@ class LockstepHand:
         )
         self.driver.resume()
 
-    def action(self, mouse: Sequence[float], click: bool, key: int) -> dict:
-        """Submit one decision (mouse as region fractions), run one frame of the hand; the Arena action."""
+    def action(
+        self, mouse: Sequence[float], click: bool, key: int, click_size: Sequence[float] = (0.0, 0.0)
+    ) -> dict:
+        """Submit one decision (mouse and the clicked object's size as region fractions), run one frame of
+        the hand; the Arena action."""
         width, height = self.size
         binding = self.keys[key] if 0 < key < len(self.keys) else ""
-        self.driver.submit(float(mouse[0]) * width, float(mouse[1]) * height, bool(click), binding or None)
+        x, y, radius = float(mouse[0]) * width, float(mouse[1]) * height, click_radius(click_size, self.size)
+        self.driver.submit(x, y, bool(click), binding or None, click_radius=radius)
         self.backend.events.clear()  # what the hand sends during this frame only
         start, ticks = self.t, max(1, round(self.period * self.driver.cfg.rate_hz))
         for i in range(1, ticks + 1):

@@ -199,7 +199,7 @@ class BotPlayer:
                 action = (
                     decision.action()
                     if hand is None
-                    else hand.action(decision.mouse, decision.click, decision.key)
+                    else hand.action(decision.mouse, decision.click, decision.key, decision.click_size)
                 )
                 if tap is not None:
                     tap.on_frame(frame, source.info, step, action)

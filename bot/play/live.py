@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from bot.control.backend import PynputBackend, RecordingBackend
-from bot.control.driver import InputDriver, Region, hud_no_click
+from bot.control.driver import InputDriver, Region, click_radius, hud_no_click
 from bot.control.hotkeys import Hotkeys
 from bot.control.humanize import InputConfig
 from bot.errors import CaptureError, InputError, PilotError
@@ -258,7 +258,9 @@ class LiveRun:
         left, top, width, height = driver.region
         x, y = (min(1.0, max(0.0, float(v))) for v in decision.mouse)
         key = profile.keys[decision.key].key if 0 < decision.key < len(profile.keys) else None
-        driver.submit(left + x * width, top + y * height, decision.click, key, frame_t=grabbed)
+        radius = click_radius(decision.click_size, (width, height))
+        point = (left + x * width, top + y * height)
+        driver.submit(*point, decision.click, key, frame_t=grabbed, click_radius=radius)
         self.latency.add("total", (time.monotonic() - grabbed) * 1000.0)
         for stage, ms in {**step.ms, **decision.ms}.items():
             if stage in PER_CALL and ms == 0.0:  # not due this frame: its latency is per call

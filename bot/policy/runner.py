@@ -42,6 +42,9 @@ class Decision:
     approach: np.ndarray  # (2,)
     ms: dict[str, float]  # milliseconds spent this call per stage: strategist, tactician, executor
     held: int = 0  # Action v2 bitmask of the keys to hold (bit k = profile.keys[k]); 0 without a held head
+    # (w, h) region fractions of the enemy or loot whose box holds the mouse point: what a click there hits
+    # (the hand may click once the cursor is on it); (0, 0) = the point is a place
+    click_size: tuple[float, float] = (0.0, 0.0)
 
     def action(self) -> dict:
         """The Arena action dict (arena/spec.py): {"mouse": [x, y], "click": 0|1, "key": k}."""
@@ -71,6 +74,14 @@ def snap_to_target(mouse: tuple[float, float], target: np.ndarray, boxes: float)
     if abs(mouse[0] - cx) <= boxes * max(w, 1e-3) and abs(mouse[1] - cy) <= boxes * max(h, 1e-3):
         return cx, cy
     return float(mouse[0]), float(mouse[1])
+
+
+def aimed_size(mouse: tuple[float, float], target: np.ndarray) -> tuple[float, float]:
+    """(w, h) of the chosen target if it is an enemy or loot and its box holds `mouse`, else (0, 0)."""
+    clicked_on = target[OBJ_INDEX["is_enemy"]] > 0 or target[OBJ_INDEX["is_loot"]] > 0
+    cx, cy, w, h = (float(target[OBJ_INDEX[name]]) for name in ("x", "y", "w", "h"))
+    inside = abs(mouse[0] - cx) <= w / 2 and abs(mouse[1] - cy) <= h / 2
+    return (w, h) if clicked_on and inside else (0.0, 0.0)
 
 
 def held_mask(held: torch.Tensor | None) -> int:
@@ -157,9 +168,10 @@ class PolicyRunner:
         mark = time.perf_counter()
         mouse, click, key, held = self._executor(step.obs, self._frames_since_last(step.obs.t))
         ms["executor"] = (time.perf_counter() - mark) * 1000.0
+        size = aimed_size(mouse, target_row(step.obs, self.target_id))
         return Decision(
             mouse, click, key, self.mode, self.mode_probs.copy(), self.target_id, self.approach.copy(), ms,
-            held,
+            held, size,
         )  # fmt: skip
 
     @staticmethod
@@ -229,4 +241,4 @@ class PolicyRunner:
         return (x, y), click, int(action.key[0]), held_mask(action.held)
 
 
-__all__ = ["Decision", "PolicyRunner", "snap_to_target", "target_row"]
+__all__ = ["Decision", "PolicyRunner", "aimed_size", "snap_to_target", "target_row"]

@@ -118,6 +118,31 @@ def test_a_target_that_moves_every_frame_is_still_reached() -> None:
     assert np.hypot(*(np.array(backend.pointer) - target)) < 12
 
 
+def _click_a_moving_ship(speed: float, radius: float) -> tuple[InputDriver, RecordingBackend, list]:
+    """2 s of a 30 fps loop asking every frame for a click on a ship moving right at `speed` px/s."""
+    driver, backend, clock = make()
+    ship, where = np.array([450.0, 250.0]), []
+    for _ in range(60):
+        ship += (speed / 30, 0.0)
+        driver.submit(*ship, click=True, click_radius=radius)
+        n = len(backend.events)
+        advance(driver, clock, 1 / 30)
+        where += [(e, ship.copy()) for e in backend.events[n:] if e.kind == "button_down"]
+    return driver, backend, where
+
+
+def test_a_moving_ship_is_clicked_once_the_cursor_is_on_it() -> None:
+    # The path towards a ship that moves every frame re-plans every frame and never ends; the old rule
+    # (click once the path has ended) never clicked a ship moving at 60 px/s or more (measured: 0 in 3 s).
+    for speed in (60.0, 100.0):
+        driver, _, downs = _click_a_moving_ship(speed, radius=10.0)
+        assert len(downs) >= 3, (speed, driver.stats.to_dict())
+        for event, ship in downs:  # on the ship: well inside its 20 px box
+            assert np.hypot(event.x - ship[0], event.y - ship[1]) <= 0.6 * 10.0 + 1.5
+    _, _, downs = _click_a_moving_ship(100.0, radius=0.0)  # a place: within arrive_px only
+    assert all(np.hypot(e.x - p[0], e.y - p[1]) <= InputConfig().arrive_px + 1.5 for e, p in downs)
+
+
 def test_kill_releases_everything_and_stops_for_good() -> None:
     driver, backend, clock = make(key_hold_s=(0.5, 0.5))
     driver.submit(600, 300, key="space")

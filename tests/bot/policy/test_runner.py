@@ -202,7 +202,7 @@ def test_runners_sharing_a_bundle_keep_their_own_state(perceived: Path, bundle_d
 
 
 def test_snap_aims_at_a_chosen_enemy_or_loot_only_when_the_point_is_near_it() -> None:
-    from bot.policy.runner import OBJ_INDEX, snap_to_target
+    from bot.policy.runner import OBJ_INDEX, aimed_size, snap_to_target
 
     def target(role: str) -> np.ndarray:
         row = np.zeros(F_OBJ, np.float32)
@@ -220,6 +220,12 @@ def test_snap_aims_at_a_chosen_enemy_or_loot_only_when_the_point_is_near_it() ->
     # and snapping there put every click on the ship itself
     assert snap_to_target((0.52, 0.43), target("is_portal"), 2.0) == pytest.approx((0.52, 0.43))
     assert snap_to_target((0.52, 0.43), target("is_neutral"), 2.0) == pytest.approx((0.52, 0.43))
+    # what a click at the point hits, for the hand (it may click once the cursor is on it)
+    assert aimed_size((0.505, 0.41), enemy) == pytest.approx((0.02, 0.03))
+    assert aimed_size((0.5, 0.4), target("is_loot")) == pytest.approx((0.02, 0.03))
+    assert aimed_size((0.52, 0.4), enemy) == (0.0, 0.0)  # off its box: a place
+    assert aimed_size((0.5, 0.4), target("is_portal")) == (0.0, 0.0)
+    assert aimed_size((0.5, 0.4), np.zeros(F_OBJ, np.float32)) == (0.0, 0.0)
 
 
 def test_a_game_without_mouse_buttons_never_gets_a_click(
