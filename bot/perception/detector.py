@@ -82,9 +82,9 @@ def ultralytics_offline(config_dir: Path | str | None = None) -> Path:
     if config_dir is None:
         config_dir = os.environ.get("YOLO_CONFIG_DIR") or DEFAULT_CONFIG_DIR
     config_dir = Path(config_dir).expanduser().resolve()
+    _install_font(config_dir / "Ultralytics")
     if "ultralytics" not in sys.modules:
         os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
-        _install_font(config_dir / "Ultralytics")
         # its log handler binds sys.stdout when first imported (and says "Creating new Ultralytics
         # Settings" on a fresh machine): bind it to stderr, so stdout holds only results (`--json`)
         with contextlib.redirect_stdout(sys.stderr):
